@@ -1,0 +1,5 @@
+import sys
+
+from greenbench.cli import main
+
+sys.exit(main())

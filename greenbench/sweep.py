@@ -1,0 +1,259 @@
+"""Sweep files: the schema, its validation, and the expansion into run specs with stable ids.
+
+A sweep file names a study and the axes it varies::
+
+    name: quickstart
+    dataset: {name: digits, image_size: 16}
+    train: {epochs: 3}
+    grid:
+      model: [gan, vae]
+      precision: [32-true, bf16-mixed]
+
+Each axis is a single value at the top level or a list under ``grid``; the grid's product times
+``repeats`` gives the points of the sweep. Every point becomes a ``RunSpec`` whose ``run_id`` is a
+hash of what is trained (its resolved ``config``), so the same point has the same id on any
+machine, whatever the sweep's name, output folder or executor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+
+from greenbench import data, models
+from greenbench.config import StrictModel, load_yaml, validate
+from greenbench.errors import UserError
+
+PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
+AXES = ("model", "precision", "width", "data_fraction", "seed", "latent_dim", "batch_size")
+
+
+def _not_bool(value: Any) -> Any:
+    # pydantic would read `true` as 1; a boolean where a number belongs is a mistake.
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {str(value).lower()}")
+    return value
+
+
+def _number(kind: type, **bounds: Any) -> Any:
+    return Annotated[kind, BeforeValidator(_not_bool), Field(allow_inf_nan=False, **bounds)]
+
+
+ModelName = Literal[models.MODELS]
+DatasetName = Literal[data.DATASETS]
+Precision = Literal[PRECISIONS]
+Width = _number(float, gt=0, le=16)
+Fraction = _number(float, gt=0, le=1)
+Seed = _number(int, ge=0, lt=2**32)
+LatentDim = _number(int, ge=1, le=1024)
+BatchSize = _number(int, ge=2, le=65536)  # BatchNorm needs two images per batch
+ImageSize = _number(int, ge=8, le=64)
+Count = _number(int, ge=1)
+LearningRate = _number(float, gt=0)
+
+
+def _axis(item: Any) -> Any:
+    return Annotated[list[item], Field(min_length=1)] | None
+
+
+class DatasetSection(StrictModel):
+    name: DatasetName = "digits"
+    image_size: ImageSize | None = None
+    root: str | None = None
+
+    @property
+    def resolved_image_size(self) -> int:
+        return self.image_size or data.DEFAULT_IMAGE_SIZE[self.name]
+
+
+class TrainSection(StrictModel):
+    epochs: Count | None = None
+    steps: Count | None = None  # training batches
+    lr: LearningRate | None = None  # default: the model's own
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> TrainSection:
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError("give epochs or steps, not both")
+        return self
+
+
+class Grid(StrictModel):
+    model: _axis(ModelName) = None
+    precision: _axis(Precision) = None
+    width: _axis(Width) = None
+    data_fraction: _axis(Fraction) = None
+    seed: _axis(Seed) = None
+    latent_dim: _axis(LatentDim) = None
+    batch_size: _axis(BatchSize) = None
+
+    @field_validator("*")
+    @classmethod
+    def _no_repeats(cls, values: list | None) -> list | None:
+        for i, value in enumerate(values or []):
+            if value in values[:i]:
+                raise ValueError(f"{value!r} appears twice; use repeats to run a point again")
+        return values
+
+
+class Sweep(StrictModel):
+    name: str
+    description: str = ""
+    output_dir: str = "runs"
+    repeats: Count = 1
+    dataset: DatasetSection = DatasetSection()
+    train: TrainSection = TrainSection()
+    model: ModelName = "gan"
+    precision: Precision = "32-true"
+    width: Width = 1.0
+    data_fraction: Fraction = 1.0
+    seed: Seed = 0
+    latent_dim: LatentDim = 32
+    batch_size: BatchSize = 64
+    grid: Grid = Grid()
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", name) or set(name) == {"."}:
+            raise ValueError(
+                f"{name!r} must be 1 to 100 letters, digits, '.', '_' or '-' "
+                "(it names a folder under output_dir)"
+            )
+        return name
+
+    @model_validator(mode="after")
+    def _axis_given_once(self) -> Sweep:
+        for axis in AXES:
+            if axis in self.model_fields_set and getattr(self.grid, axis) is not None:
+                raise ValueError(f"{axis}: given both at top level and under grid; keep one")
+        return self
+
+    def values(self, axis: str) -> list:
+        """The values an axis takes: its grid list, or the single top-level value."""
+        return getattr(self.grid, axis) or [getattr(self, axis)]
+
+    @property
+    def directory(self) -> Path:
+        """Where this sweep's results go: ``<output_dir>/<name>``."""
+        return Path(self.output_dir).expanduser() / self.name
+
+    def resolved_yaml(self) -> str:
+        """The sweep with every default filled in, as YAML that loads back to the same sweep."""
+        content = self.model_dump(mode="json", exclude_none=True)
+        for axis in AXES:
+            if getattr(self.grid, axis) is not None:
+                del content[axis]
+        return yaml.safe_dump(content, sort_keys=False)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One point of a sweep, resolved: everything a child process needs to run it."""
+
+    run_id: str
+    sweep: str
+    config: dict[str, Any]  # what is trained and evaluated; hashed into run_id
+    dataset_root: str | None = None  # where the data lies on this machine; not hashed
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, content: dict[str, Any]) -> RunSpec:
+        return cls(**content)
+
+    @property
+    def label(self) -> str:
+        """A short human name: ``gan 32-true w=0.5 f=1 seed=0 #0``."""
+        c = self.config
+        return (
+            f"{c['model']} {c['precision']} w={c['width']:g} f={c['data_fraction']:g} "
+            f"seed={c['seed']} #{c['repeat']}"
+        )
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and validate a sweep file, including that its dataset can be read here."""
+    path = Path(path)
+    sweep = validate(Sweep, load_yaml(path), path)
+    _check_data(sweep, path)
+    return sweep
+
+
+def _check_data(sweep: Sweep, path: Path) -> None:
+    try:
+        info = data.inspect_dataset(sweep.dataset.name, _root(sweep))
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+    for fraction, batch_size in itertools.product(
+        sweep.values("data_fraction"), sweep.values("batch_size")
+    ):
+        images = data.subset_size(info.train_size, fraction)
+        if images < batch_size:
+            raise UserError(
+                f"{path}: data_fraction: {fraction:g} leaves {images} of the "
+                f"{info.train_size} {info.name} training images, fewer than "
+                f"batch_size {batch_size}"
+            )
+
+
+def _root(sweep: Sweep) -> str | None:
+    root = sweep.dataset.root
+    return str(Path(root).expanduser().resolve()) if root is not None else None
+
+
+def expand(sweep: Sweep) -> list[RunSpec]:
+    """Every point of the sweep: the grid's product in axis order, each repeated."""
+    axes = {axis: sweep.values(axis) for axis in AXES}
+    specs = []
+    for combination in itertools.product(*axes.values()):
+        point = dict(zip(axes, combination, strict=True))
+        for repeat in range(sweep.repeats):
+            config = _config(sweep, point, repeat)
+            specs.append(RunSpec(run_id(config), sweep.name, config, _root(sweep)))
+    return specs
+
+
+def _config(sweep: Sweep, point: dict[str, Any], repeat: int) -> dict[str, Any]:
+    train = sweep.train
+    return {
+        "model": point["model"],
+        "dataset": sweep.dataset.name,
+        "image_size": sweep.dataset.resolved_image_size,
+        "precision": point["precision"],
+        "width": point["width"],
+        "data_fraction": point["data_fraction"],
+        "seed": point["seed"],
+        "repeat": repeat,
+        "latent_dim": point["latent_dim"],
+        "batch_size": point["batch_size"],
+        "epochs": train.epochs if train.epochs or train.steps else 1,
+        "steps": train.steps,
+        "lr": train.lr if train.lr is not None else models.DEFAULT_LR[point["model"]],
+    }
+
+
+def run_id(config: dict[str, Any]) -> str:
+    """A stable id for a resolved config: 12 hex digits of its canonical JSON's SHA-256."""
+    canonical = json.dumps(_normalise(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def _normalise(value: Any) -> Any:
+    """Numbers as values, not spellings: 1 and 1.0 hash the same."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _normalise(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_normalise(item) for item in value]
+    return value
