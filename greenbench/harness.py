@@ -1,0 +1,150 @@
+"""One point of a sweep, end to end: data, model, Trainer, training, sampling, the record.
+
+``run_point`` is what a child process calls. It never raises for a problem with the point
+itself: an exception becomes a ``failed`` record carrying the exception's last line (the full
+traceback goes to the process's output, which the parent keeps as the point's log), a precision
+the accelerator cannot run becomes ``skipped``, a loss that turns NaN or infinite becomes
+``diverged``. It never writes the results store; it returns the record and the files to store.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import traceback
+from typing import Any
+
+import torch
+from lightning.pytorch import Trainer, seed_everything
+from torch.utils.data import DataLoader, TensorDataset
+
+from greenbench import data, environment
+from greenbench.images import grid_png
+from greenbench.models import build_model
+from greenbench.records import (
+    DIVERGED,
+    FAILED,
+    OK,
+    SKIPPED,
+    PointResult,
+    finish,
+    last_line,
+    new_record,
+)
+from greenbench.sweep import RunSpec
+from greenbench.training import TrainingMonitor
+
+SAMPLE_GRID = 64  # samples drawn after training, saved as samples/<run_id>.png
+
+
+def run_point(spec: RunSpec) -> PointResult:
+    """Train and sample one point; always returns a finished record."""
+    result = PointResult(new_record(spec.run_id, spec.sweep, spec.config))
+    try:
+        status, reason = _run(spec, result)
+    except Exception as error:
+        traceback.print_exc()
+        status, reason = FAILED, last_line(error)
+    if result.record["environment"] is None:
+        result.record["environment"] = environment.describe()
+    finish(result.record, status, reason)
+    return result
+
+
+def _run(spec: RunSpec, result: PointResult) -> tuple[str, str | None]:
+    config, record, timings = spec.config, result.record, result.record["timings"]
+    started = time.perf_counter()
+    seed_everything(config["seed"], verbose=False)
+    loader, record["data"] = _training_data(spec)
+    model = build_model(
+        config["model"], image_size=config["image_size"], channels=record["data"]["channels"],
+        width=config["width"], latent_dim=config["latent_dim"], lr=config["lr"],
+    )
+    monitor = TrainingMonitor(max_batches=config["steps"])
+    trainer = _trainer(config, monitor)
+    device = trainer.strategy.root_device
+    record["environment"] = environment.describe(device)
+    timings["setup_s"] = _since(started)
+
+    unavailable = precision_unavailable(config["precision"], trainer.precision, device)
+    if unavailable:
+        return SKIPPED, unavailable
+
+    started = time.perf_counter()
+    trainer.fit(model, loader)
+    timings["train_s"] = _since(started)
+    record["train"] = {
+        "batches": monitor.batches,
+        "optimizer_steps": trainer.global_step,
+        "samples_seen": monitor.samples,
+        "final_losses": monitor.final_losses(),
+    }
+    if monitor.diverged:
+        return DIVERGED, monitor.divergence
+
+    started = time.perf_counter()
+    samples = model.sample(SAMPLE_GRID, generator=torch.Generator().manual_seed(config["seed"]))
+    if not torch.isfinite(samples).all():
+        return DIVERGED, "generated samples are not finite after training"
+    result.files[f"samples/{spec.run_id}.png"] = grid_png(samples)
+    timings["eval_s"] = _since(started)
+    return OK, None
+
+
+def _training_data(spec: RunSpec) -> tuple[DataLoader, dict[str, Any]]:
+    config = spec.config
+    images = data.load_dataset(config["dataset"], spec.dataset_root, config["image_size"])
+    keep = data.fraction_indices(
+        images.train_labels.numpy(), config["data_fraction"], config["seed"]
+    )
+    keep = torch.from_numpy(keep)
+    loader = DataLoader(
+        TensorDataset(images.train_images[keep], images.train_labels[keep]),
+        batch_size=config["batch_size"],
+        shuffle=True,
+        drop_last=True,  # BatchNorm and a fair per-step cost both want full batches
+        generator=torch.Generator().manual_seed(config["seed"]),
+    )
+    summary = {
+        "root": spec.dataset_root,
+        "train_images": len(keep),
+        "train_split_images": len(images.train_labels),
+        "test_images": len(images.test_labels),
+        "channels": images.train_images.shape[1],
+        "image_size": images.train_images.shape[-1],
+    }
+    return loader, summary
+
+
+def _trainer(config: dict[str, Any], monitor: TrainingMonitor) -> Trainer:
+    return Trainer(
+        accelerator="auto",
+        devices=1,
+        precision=config["precision"],
+        max_epochs=config["epochs"] or -1,  # a steps budget: the monitor stops fit
+        callbacks=[monitor],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tempfile.gettempdir(),
+    )
+
+
+def precision_unavailable(requested: str, resolved: str, device: torch.device) -> str | None:
+    """Why ``requested`` cannot run as asked on ``device``, or None when it can.
+
+    Lightning replaces some precisions silently (``16-mixed`` on a CPU runs as ``bf16-mixed``);
+    a record must never carry a precision that did not run, so such a point is skipped.
+    """
+    if resolved != requested:
+        return (f"{requested} cannot run on {device.type}: Lightning would run {resolved} "
+                "instead")
+    if device.type == "cuda" and "bf16" in requested and not torch.cuda.is_bf16_supported():
+        return f"{requested} needs bfloat16, which {torch.cuda.get_device_name(device)} lacks"
+    return None
+
+
+def _since(started: float) -> float:
+    return round(time.perf_counter() - started, 3)

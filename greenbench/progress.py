@@ -1,0 +1,87 @@
+"""What a sweep prints while it runs: one line per finished point, and a live status line.
+
+Every finished point gets a permanent line (``[3/8] ok  gan 32-true w=0.5 ... 14.2 s``) with
+the elapsed time and an estimate of what is left. On a terminal, a second line shows the running
+point and its clock, redrawn in place; in a log file only the permanent lines appear.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from greenbench.sweep import RunSpec
+
+
+class SweepProgress:
+    def __init__(self, stream: TextIO = sys.stderr):
+        self.stream = stream
+        self.live = stream.isatty()
+        self.total = 0
+        self.done = 0
+        self._started = 0.0
+        self._point_started = 0.0
+        self._point_label = ""
+        self._durations: list[float] = []
+        self._live_line = False
+
+    def start(self, name: str, directory: str, total: int, to_run: int) -> None:
+        self.total, self.done = total, total - to_run
+        self._started = time.monotonic()
+        recorded = f", {self.done} already recorded" if self.done else ""
+        self._print(f"{name}: {total} points{recorded}, {to_run} to run; results in {directory}")
+
+    def begin_point(self, spec: RunSpec) -> None:
+        self._point_started = time.monotonic()
+        self._point_label = spec.label
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Redraw the live line (a terminal only)."""
+        if not self.live:
+            return
+        running = _clock(time.monotonic() - self._point_started)
+        self._clear_live()
+        self.stream.write(f"  running {self._point_label}  {running}  ({self._timing()})")
+        self.stream.flush()
+        self._live_line = True
+
+    def end_point(self, spec: RunSpec, record: dict[str, Any]) -> None:
+        seconds = time.monotonic() - self._point_started
+        self._durations.append(seconds)
+        self.done += 1
+        status = record["status"]
+        reason = f"  ({record['reason']})" if record.get("reason") else ""
+        self._print(
+            f"[{self.done}/{self.total}] {status:<8} {spec.label}  {seconds:.1f} s  "
+            f"{self._timing()}{reason}"
+        )
+
+    def note(self, message: str) -> None:
+        self._print(message)
+
+    def _timing(self) -> str:
+        elapsed = _clock(time.monotonic() - self._started)
+        left = self.total - self.done
+        if not left:
+            return f"elapsed {elapsed}"
+        if not self._durations:
+            return f"elapsed {elapsed}, ETA --"
+        eta = left * sum(self._durations) / len(self._durations)
+        return f"elapsed {elapsed}, ETA {_clock(eta)}"
+
+    def _print(self, line: str) -> None:
+        self._clear_live()
+        print(line, file=self.stream, flush=True)
+
+    def _clear_live(self) -> None:
+        if self._live_line:
+            self.stream.write("\r\033[K")
+            self._live_line = False
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"

@@ -1,0 +1,84 @@
+"""Running a sweep: plan its points, skip what is recorded, run the rest, store each result.
+
+The runner is the only writer of a sweep's folder. It asks an executor to run one point at a
+time and stores what comes back (files first, then the record, so a record's presence means its
+point is complete). A point recorded ``ok``, ``skipped`` or ``diverged`` is not run again unless
+``force`` is set; a ``failed`` one is.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from greenbench.progress import SweepProgress
+from greenbench.records import FAILED, FINAL, PointResult, to_json
+from greenbench.store import SweepStore
+from greenbench.sweep import RunSpec, Sweep, expand
+
+
+class Executor(Protocol):
+    name: str
+
+    def run(self, spec: RunSpec, on_wait=None) -> PointResult: ...
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    directory: Path
+    statuses: dict[str, str]  # run_id -> status, for every point of the sweep
+    ran: int  # points run by this invocation
+
+    @property
+    def counts(self) -> Counter:
+        return Counter(self.statuses.values())
+
+    @property
+    def failed(self) -> bool:
+        return FAILED in self.statuses.values()
+
+
+@dataclass(frozen=True)
+class Plan:
+    specs: list[RunSpec]  # every point of the sweep
+    to_run: list[RunSpec]  # those this invocation runs
+    records: dict[str, dict]  # what is stored already, by run_id
+    unreadable: list[Path]  # files in records/ that are not records
+
+
+def plan(sweep: Sweep, force: bool = False) -> Plan:
+    """Which points of ``sweep`` are recorded and which would run now. Reads, writes nothing."""
+    specs = expand(sweep)
+    records, unreadable = SweepStore(sweep.directory).read_records()
+    to_run = [s for s in specs if force or records.get(s.run_id, {}).get("status") not in FINAL]
+    return Plan(specs, to_run, records, unreadable)
+
+
+def run_sweep(
+    sweep: Sweep, executor: Executor, progress: SweepProgress, force: bool = False
+) -> SweepOutcome:
+    """Run every point of ``sweep`` that is not recorded yet; returns each point's status."""
+    store = SweepStore(sweep.directory)
+    with store.open_for_writing():
+        store.write_sweep(sweep.resolved_yaml())
+        points = plan(sweep, force)
+        for path in points.unreadable:
+            progress.note(f"warning: {path} is not a readable record; its point runs again")
+        statuses = {
+            s.run_id: points.records[s.run_id]["status"]
+            for s in points.specs
+            if s.run_id in points.records
+        }
+        progress.start(sweep.name, str(store.directory), len(points.specs), len(points.to_run))
+        for spec in points.to_run:
+            progress.begin_point(spec)
+            result = executor.run(spec, on_wait=progress.refresh)
+            for relative, content in result.files.items():
+                folder, name = relative.split("/", 1)
+                store.write_file(folder, name, content)
+            store.write_record(spec.run_id, to_json(result.record))
+            statuses[spec.run_id] = result.record["status"]
+            progress.end_point(spec, result.record)
+    return SweepOutcome(store.directory, statuses, len(points.to_run))

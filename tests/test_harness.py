@@ -1,0 +1,100 @@
+"""One point in this process: the real Trainer on digits, both models, several precisions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from greenbench.harness import precision_unavailable, run_point
+from greenbench.records import to_json
+from greenbench.sweep import RunSpec
+from tests.helpers import tiny_spec
+from tests.test_data import TRAIN_COUNT, idx_bytes, write_idx_dataset
+
+RECORD_KEYS = [
+    "schema", "run_id", "status", "reason", "sweep", "config", "data", "timings", "train",
+    "environment", "created_at",
+]
+
+
+@pytest.mark.parametrize("model", ["gan", "vae"])
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "64-true", "bf16-true"])
+def test_point_trains_and_records(model: str, precision: str) -> None:
+    spec = tiny_spec(model=model, precision=precision, lr=1e-3)
+    result = run_point(spec)
+    record = result.record
+
+    assert record["status"] == "ok", record["reason"]
+    assert list(record) == RECORD_KEYS
+    assert record["run_id"] == spec.run_id
+    assert record["config"] == spec.config
+    assert record["train"]["batches"] == 4  # the steps budget, exactly
+    assert record["train"]["samples_seen"] == 4 * 32
+    steps_per_batch = 2 if model == "gan" else 1  # the GAN steps two optimizers per batch
+    assert record["train"]["optimizer_steps"] == 4 * steps_per_batch
+    losses = record["train"]["final_losses"]
+    assert set(losses) == ({"d_loss", "g_loss"} if model == "gan" else {"loss", "recon_nll", "kl"})
+    assert all(isinstance(v, float) for v in losses.values())
+    assert record["data"]["train_images"] == 1437 and record["data"]["test_images"] == 360
+    assert set(record["timings"]) == {"setup_s", "train_s", "eval_s"}
+    assert record["environment"]["accelerator"] == "cpu"
+    assert record["environment"]["torch"] == torch.__version__
+    png = result.files[f"samples/{spec.run_id}.png"]
+    assert png.startswith(b"\x89PNG")
+    assert json.loads(to_json(record)) == record
+
+
+def test_epochs_budget_runs_whole_epochs() -> None:
+    spec = tiny_spec(model="vae", steps=None, epochs=2, data_fraction=0.1)
+    record = run_point(spec).record
+    assert record["status"] == "ok", record["reason"]
+    assert record["data"]["train_images"] == 143
+    assert record["train"]["batches"] == 2 * (143 // 32)  # drop_last: 4 full batches an epoch
+
+
+def test_16_mixed_on_cpu_is_skipped_not_silently_run_as_bf16() -> None:
+    record = run_point(tiny_spec(precision="16-mixed")).record
+    assert record["status"] == "skipped"
+    assert "16-mixed cannot run on cpu" in record["reason"]
+    assert "bf16-mixed" in record["reason"]
+    assert record["train"] is None  # nothing trained
+
+
+def test_precision_check_without_replacement() -> None:
+    assert precision_unavailable("32-true", "32-true", torch.device("cpu")) is None
+    assert "Lightning would run bf16-mixed" in precision_unavailable(
+        "16-mixed", "bf16-mixed", torch.device("cpu")
+    )
+
+
+def test_absurd_learning_rate_diverges_and_stops_at_once() -> None:
+    spec = tiny_spec(model="vae", lr=1e3, steps=50)
+    result = run_point(spec)
+    record = result.record
+    assert record["status"] == "diverged"
+    assert "became nan at step" in record["reason"]
+    step = int(record["reason"].rsplit(" ", 1)[1])
+    assert record["train"]["batches"] == step  # stopped right after the bad step, not at 50
+    assert f"samples/{spec.run_id}.png" not in result.files
+    assert json.loads(to_json(record))["status"] == "diverged"  # NaN losses serialise as null
+
+
+def test_failure_inside_the_point_is_a_failed_record(tmp_path) -> None:
+    # An MNIST folder whose label file passes the cheap header check made when the sweep is
+    # validated, but holds a label of 12: loading fails inside the point, which must come back
+    # as a failed record carrying the error's last line, not as an exception.
+    write_idx_dataset(tmp_path, "mnist")
+    labels = tmp_path / "MNIST" / "raw" / "train-labels-idx1-ubyte"
+    labels.write_bytes(idx_bytes(np.full(TRAIN_COUNT, 12, dtype=np.uint8)))
+    spec = tiny_spec(dataset="mnist", batch_size=4)
+    spec = RunSpec(spec.run_id, spec.sweep, spec.config, str(tmp_path))
+
+    record = run_point(spec).record
+
+    assert record["status"] == "failed"
+    assert record["reason"].startswith("UserError: dataset.root: ")
+    assert "labels outside 0..9" in record["reason"]
+    assert record["environment"]["python"]  # filled even though the point never trained
