@@ -25,6 +25,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:  # before anything was started: nothing to clean up
+        return EXIT_INTERRUPTED
 
 
 def _parser() -> argparse.ArgumentParser:

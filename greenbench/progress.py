@@ -43,7 +43,7 @@ class SweepProgress:
             return
         running = _clock(time.monotonic() - self._point_started)
         self._clear_live()
-        self.stream.write(f"  running {self._point_label}  {running}  ({self._timing()})")
+        self.stream.write(f"  running {self._point_label}  {running}  ({self._timing(True)})")
         self.stream.flush()
         self._live_line = True
 
@@ -61,7 +61,7 @@ class SweepProgress:
     def note(self, message: str) -> None:
         self._print(message)
 
-    def _timing(self) -> str:
+    def _timing(self, running: bool = False) -> str:
         elapsed = _clock(time.monotonic() - self._started)
         left = self.total - self.done
         if not left:
@@ -69,6 +69,8 @@ class SweepProgress:
         if not self._durations:
             return f"elapsed {elapsed}, ETA --"
         eta = left * sum(self._durations) / len(self._durations)
+        if running:  # the running point is part of what is left; count its progress
+            eta = max(0.0, eta - (time.monotonic() - self._point_started))
         return f"elapsed {elapsed}, ETA {_clock(eta)}"
 
     def _print(self, line: str) -> None:

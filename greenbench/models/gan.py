@@ -28,7 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from greenbench.models.layers import DecoderStack, EncoderStack, adam_eps, dcgan_init
+from greenbench.models.layers import (
+    DecoderStack,
+    EncoderStack,
+    adam_eps,
+    dcgan_init,
+    decode_prior,
+)
 
 
 class Discriminator(nn.Module):
@@ -138,13 +144,4 @@ class GAN(pl.LightningModule):
         gradients; the previous train/eval mode is restored. The noise is drawn on the CPU
         from ``generator`` so a seeded generator gives the same images on any device.
         """
-        param = next(self.generator.parameters())
-        z = torch.randn(n, self.latent_dim, generator=generator)
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                images = self.generator(z.to(device=param.device, dtype=param.dtype))
-        finally:
-            self.train(was_training)
-        return images.float()
+        return decode_prior(self, self.generator, self.latent_dim, n, generator)

@@ -26,6 +26,7 @@ float16 parameters.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -194,3 +195,28 @@ def dcgan_init(module: nn.Module) -> None:
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, mean=1.0, std=0.02)
         nn.init.zeros_(module.bias)
+
+
+def decode_prior(
+    model: nn.Module,
+    decode: Callable[[torch.Tensor], torch.Tensor],
+    latent_dim: int,
+    n: int,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``decode`` applied to ``n`` standard-normal latent codes, as float32.
+
+    The codes are drawn on the CPU from ``generator`` (so a seeded generator gives the same
+    images on any device), then moved to the model's device and dtype. ``model`` runs in eval
+    mode (batch norm uses its running statistics) without gradients; its mode is restored.
+    """
+    param = next(model.parameters())
+    z = torch.randn(n, latent_dim, generator=generator)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            decoded = decode(z.to(device=param.device, dtype=param.dtype))
+    finally:
+        model.train(was_training)
+    return decoded.float()

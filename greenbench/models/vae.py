@@ -28,7 +28,13 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from greenbench.models.layers import DecoderStack, EncoderStack, adam_eps, dcgan_init
+from greenbench.models.layers import (
+    DecoderStack,
+    EncoderStack,
+    adam_eps,
+    dcgan_init,
+    decode_prior,
+)
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
@@ -127,13 +133,4 @@ class VAE(pl.LightningModule):
         Float32, computed in eval mode without gradients; the previous train/eval mode is
         restored. The latent codes are drawn on the CPU from ``generator`` for reproducibility.
         """
-        param = next(self.decoder.parameters())
-        z = torch.randn(n, self.latent_dim, generator=generator)
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                mean = self.decode(z.to(device=param.device, dtype=param.dtype))
-        finally:
-            self.train(was_training)
-        return mean.float().clamp(-1.0, 1.0)
+        return decode_prior(self, self.decode, self.latent_dim, n, generator).clamp(-1.0, 1.0)
