@@ -1,0 +1,657 @@
+"""NvmlMeter against a scripted fake of the NVML library, plus one test on a real GPU.
+
+The fake replaces pynvml's functions (the library boundary) and raises pynvml's own exception
+classes. Its GPUs hold a settable energy counter and power draw, with queues of errors to raise
+on the next reads; the clock is a value the test sets. The background thread is kept asleep
+(a tiny ``sample_hz``) wherever exact numbers are asserted, and sampling is driven through
+``NvmlMeter.sample()``; the one test of the thread itself waits on call counts, never on time.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pynvml
+import pytest
+
+from greenbench.energy.meters import GPU, NVML_COUNTER, NVML_SAMPLING, UNAVAILABLE
+from greenbench.energy.nvml import NvmlMeter
+
+ASLEEP = 1e-6  # sample_hz at which the thread never wakes during a test
+UUIDS = ("GPU-aaaa1111-0000", "GPU-bbbb2222-0000", "GPU-cccc3333-0000")
+
+
+def nvml_error(code: int) -> pynvml.NVMLError:
+    """The real pynvml exception for an NVML return code (NVMLError maps it to its subclass)."""
+    return pynvml.NVMLError(code)
+
+
+@dataclass
+class FakeGpu:
+    uuid: str
+    name: str | bytes = "NVIDIA H100 80GB HBM3"
+    power_limit_mw: int = 700_000
+    energy_mj: int | None = 0  # None: the counter is not supported (pre-Volta)
+    power_mw: int = 100_000
+    energy_errors: list[Exception] = field(default_factory=list)  # raised by the next reads
+    power_errors: list[Exception] = field(default_factory=list)
+
+
+class FakeClock:
+    def __init__(self, t: float = 0.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class FakeNvml:
+    """A scripted NVML: GPUs in NVML index order, and counts of what was called."""
+
+    FUNCTIONS = (
+        "nvmlInit",
+        "nvmlShutdown",
+        "nvmlDeviceGetCount",
+        "nvmlDeviceGetHandleByIndex",
+        "nvmlDeviceGetHandleByUUID",
+        "nvmlDeviceGetIndex",
+        "nvmlDeviceGetName",
+        "nvmlDeviceGetUUID",
+        "nvmlDeviceGetEnforcedPowerLimit",
+        "nvmlSystemGetDriverVersion",
+        "nvmlDeviceGetTotalEnergyConsumption",
+        "nvmlDeviceGetPowerUsage",
+    )
+
+    def __init__(self, *gpus: FakeGpu, init_error: Exception | None = None) -> None:
+        self.gpus = list(gpus)
+        self.init_error = init_error
+        self.inits = 0
+        self.shutdowns = 0
+        self.power_reads = 0
+        self.power_failures: dict[int, Exception] = {}  # by number of the power read, from 1
+        self.power_read_event = threading.Event()  # set once power_reads reaches wake_at
+        self.wake_at = 0
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> FakeNvml:
+        """Replace pynvml's functions with this fake's, and hide the real GPU list."""
+        for name in self.FUNCTIONS:
+            monkeypatch.setattr(pynvml, name, getattr(self, name))
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        return self
+
+    def nvmlInit(self) -> None:
+        if self.init_error is not None:
+            raise self.init_error
+        self.inits += 1
+
+    def nvmlShutdown(self) -> None:
+        self.shutdowns += 1
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        return "550.54.15"
+
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self.gpus)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> FakeGpu:
+        if not 0 <= index < len(self.gpus):
+            raise nvml_error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return self.gpus[index]
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str | bytes) -> FakeGpu:
+        text = uuid.decode() if isinstance(uuid, bytes) else uuid
+        for gpu in self.gpus:
+            if gpu.uuid == text:
+                return gpu
+        raise nvml_error(pynvml.NVML_ERROR_NOT_FOUND)
+
+    def nvmlDeviceGetIndex(self, handle: FakeGpu) -> int:
+        return self.gpus.index(handle)
+
+    def nvmlDeviceGetName(self, handle: FakeGpu) -> str | bytes:
+        return handle.name
+
+    def nvmlDeviceGetUUID(self, handle: FakeGpu) -> str:
+        return handle.uuid
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: FakeGpu) -> int:
+        return handle.power_limit_mw
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: FakeGpu) -> int:
+        if handle.energy_mj is None:
+            raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        if handle.energy_errors:
+            raise handle.energy_errors.pop(0)
+        return handle.energy_mj
+
+    def nvmlDeviceGetPowerUsage(self, handle: FakeGpu) -> int:
+        self.power_reads += 1
+        if self.wake_at and self.power_reads >= self.wake_at:
+            self.power_read_event.set()
+        if self.power_reads in self.power_failures:
+            raise self.power_failures[self.power_reads]
+        if handle.power_errors:
+            raise handle.power_errors.pop(0)
+        return handle.power_mw
+
+
+def gpu_reading(meter: NvmlMeter) -> Any:
+    return meter.read()[GPU]
+
+
+def sampler_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "greenbench-nvml-sampler"]
+
+
+def test_nvml_error_classes_are_what_the_fake_raises() -> None:
+    assert isinstance(nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED), pynvml.NVMLError_NotSupported)
+    assert isinstance(
+        nvml_error(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND), pynvml.NVMLError_LibraryNotFound
+    )
+
+
+# 1. The energy counter.
+
+
+def test_counter_path_sums_devices_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    first = FakeGpu(UUIDS[0], name=b"NVIDIA A100-SXM4-80GB", power_limit_mw=400_000)
+    second = FakeGpu(UUIDS[1], power_limit_mw=700_000)
+    first.energy_mj, second.energy_mj = 1_000_000, 5_000_000
+    FakeNvml(first, second).install(monkeypatch)
+    meter = NvmlMeter([0, 1], sample_hz=ASLEEP)
+    meter.start()
+    try:
+        assert gpu_reading(meter).joules == 0.0
+        first.energy_mj, second.energy_mj = 1_250_500, 5_100_000
+        reading = gpu_reading(meter)
+        assert reading.joules == 350.5
+        assert (reading.source, reading.faults, reading.fault) == (NVML_COUNTER, 0, None)
+        assert reading.measured
+        first.energy_mj += 1_500
+        assert gpu_reading(meter).joules == 352.0
+        details = meter.details()
+    finally:
+        meter.stop()
+    json.dumps(details)
+    assert details["driver_version"] == "550.54.15"
+    assert details["sample_hz"] == ASLEEP
+    assert details["unavailable"] is None
+    assert details["devices"] == [
+        {
+            "requested": [0],
+            "index": 0,
+            "uuid": UUIDS[0],
+            "name": "NVIDIA A100-SXM4-80GB",
+            "power_limit_w": 400.0,
+            "source": NVML_COUNTER,
+            "counter_error": None,
+        },
+        {
+            "requested": [1],
+            "index": 1,
+            "uuid": UUIDS[1],
+            "name": "NVIDIA H100 80GB HBM3",
+            "power_limit_w": 700.0,
+            "source": NVML_COUNTER,
+            "counter_error": None,
+        },
+    ]
+
+
+def test_counter_path_starts_no_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    FakeNvml(FakeGpu(UUIDS[0])).install(monkeypatch)
+    meter = NvmlMeter([0])
+    meter.start()
+    assert sampler_threads() == []
+    meter.stop()
+
+
+def test_details_that_fail_are_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeNvml(FakeGpu(UUIDS[0])).install(monkeypatch)
+
+    def unsupported(*_: Any) -> Any:
+        raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+
+    for name in ("nvmlDeviceGetName", "nvmlDeviceGetEnforcedPowerLimit"):
+        monkeypatch.setattr(pynvml, name, unsupported)
+    monkeypatch.setattr(pynvml, "nvmlSystemGetDriverVersion", unsupported)
+    meter = NvmlMeter([0], sample_hz=ASLEEP)
+    meter.start()
+    fake.gpus[0].energy_mj = 2_000
+    assert gpu_reading(meter).joules == 2.0
+    details = meter.details()
+    meter.stop()
+    assert details["driver_version"] is None
+    assert details["devices"][0]["name"] is None
+    assert details["devices"][0]["power_limit_w"] is None
+
+
+# 2. Power sampling.
+
+
+def test_power_sampling_integrates_trapezoids_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    gpu = FakeGpu(UUIDS[0], energy_mj=None, power_mw=100_000)
+    fake = FakeNvml(gpu).install(monkeypatch)
+    clock = FakeClock(10.0)
+    meter = NvmlMeter([0], sample_hz=ASLEEP, clock=clock)
+    meter.start()  # first sample: 100 W at t = 10
+    try:
+        clock.t, gpu.power_mw = 10.5, 200_000
+        meter.sample()  # (100 + 200) / 2 W x 0.5 s
+        clock.t, gpu.power_mw = 11.0, 300_000
+        before = fake.power_reads
+        reading = gpu_reading(meter)  # read samples at t = 11 itself: (200 + 300) / 2 x 0.5
+        assert fake.power_reads == before + 1
+        assert reading.joules == 75.0 + 125.0
+        assert (reading.source, reading.faults) == (NVML_SAMPLING, 0)
+        assert reading.measured
+        assert gpu_reading(meter).joules == 200.0  # same instant: nothing more
+        clock.t = 13.0
+        assert gpu_reading(meter).joules == 200.0 + 600.0  # 300 W for 2 s
+        details = meter.details()
+    finally:
+        meter.stop()
+    assert details["devices"][0]["source"] == NVML_SAMPLING
+    assert details["devices"][0]["counter_error"] == "Not Supported"
+
+
+def test_force_sampling_ignores_a_working_counter(monkeypatch: pytest.MonkeyPatch) -> None:
+    gpu = FakeGpu(UUIDS[0], energy_mj=0, power_mw=250_000)
+    FakeNvml(gpu).install(monkeypatch)
+    clock = FakeClock()
+    meter = NvmlMeter([0], sample_hz=ASLEEP, clock=clock, force_sampling=True)
+    meter.start()
+    gpu.energy_mj, clock.t = 999_999, 4.0
+    reading = gpu_reading(meter)
+    meter.stop()
+    assert (reading.joules, reading.source) == (1000.0, NVML_SAMPLING)
+    assert meter.details()["devices"][0]["counter_error"] == "sampling forced"
+
+
+def test_sampling_thread_samples_and_survives_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    gpu = FakeGpu(UUIDS[0], energy_mj=None, power_mw=150_000)
+    fake = FakeNvml(gpu).install(monkeypatch)
+    # Read 1 is start()'s; the thread's read 2 fails, its reads 3 (which restarts the integral)
+    # and 4 are good, all at t = 0. The sample that makes read 4 read the clock before it.
+    fake.power_failures[2] = nvml_error(pynvml.NVML_ERROR_UNKNOWN)
+    fake.wake_at = 4
+    clock = FakeClock(0.0)
+    meter = NvmlMeter([0], sample_hz=1000.0, clock=clock)
+    meter.start()
+    try:
+        assert fake.power_read_event.wait(5.0), "the sampling thread took no samples"
+        assert len(sampler_threads()) == 1
+        clock.t = 2.0
+        reading = gpu_reading(meter)
+        assert reading.joules == 300.0  # 150 W x 2 s, however many samples the thread took
+        assert reading.faults == 1
+        assert reading.fault == "cuda:0: power read failed: Unknown Error"
+    finally:
+        meter.stop()
+    assert sampler_threads() == []
+
+
+# 3. Counter on one GPU, sampling on another.
+
+
+def test_mixed_paths_are_summed_and_labelled(monkeypatch: pytest.MonkeyPatch) -> None:
+    volta = FakeGpu(UUIDS[0], energy_mj=7_000)
+    pascal = FakeGpu(UUIDS[1], name="Tesla P100-PCIE-16GB", energy_mj=None, power_mw=100_000)
+    FakeNvml(volta, pascal).install(monkeypatch)
+    clock = FakeClock()
+    meter = NvmlMeter([0, 1], sample_hz=ASLEEP, clock=clock)
+    meter.start()
+    try:
+        volta.energy_mj, clock.t = 47_000, 2.0
+        reading = gpu_reading(meter)
+        details = meter.details()
+    finally:
+        meter.stop()
+    assert reading.joules == 40.0 + 200.0
+    assert reading.source == NVML_SAMPLING  # not every device has the counter
+    assert [d["source"] for d in details["devices"]] == [NVML_COUNTER, NVML_SAMPLING]
+    assert [d["counter_error"] for d in details["devices"]] == [None, "Not Supported"]
+
+
+# 4. NVML errors in the middle of a run.
+
+
+def test_counter_read_error_is_a_fault_and_the_next_read_recovers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gpu = FakeGpu(UUIDS[0], energy_mj=100_000)
+    FakeNvml(gpu).install(monkeypatch)
+    meter = NvmlMeter([0], sample_hz=ASLEEP)
+    meter.start()
+    try:
+        gpu.energy_mj = 110_000
+        assert (gpu_reading(meter).joules, gpu_reading(meter).faults) == (10.0, 0)
+        gpu.energy_mj = 130_000
+        gpu.energy_errors.append(nvml_error(pynvml.NVML_ERROR_GPU_IS_LOST))
+        failed = gpu_reading(meter)
+        assert (failed.joules, failed.faults) == (10.0, 1)  # last good value, no jump, no zero
+        assert failed.fault == "cuda:0: energy counter read failed: GPU is lost"
+        recovered = gpu_reading(meter)
+        assert (recovered.joules, recovered.faults) == (30.0, 1)  # the counter kept counting
+        assert recovered.fault == failed.fault
+        assert recovered.source == NVML_COUNTER
+    finally:
+        meter.stop()
+
+
+def test_sampling_error_is_a_fault_and_the_gap_is_not_guessed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gpu = FakeGpu(UUIDS[0], energy_mj=None, power_mw=100_000)
+    FakeNvml(gpu).install(monkeypatch)
+    clock = FakeClock()
+    meter = NvmlMeter([0], sample_hz=ASLEEP, clock=clock)
+    meter.start()
+    try:
+        clock.t = 1.0
+        meter.sample()
+        assert gpu_reading(meter).joules == 100.0
+        gpu.power_errors.append(nvml_error(pynvml.NVML_ERROR_UNKNOWN))
+        clock.t = 2.0
+        meter.sample()  # fails: the integral stays
+        failed = gpu_reading(meter)  # a fresh sample at t = 2 restarts integration
+        assert (failed.joules, failed.faults) == (100.0, 1)
+        assert failed.fault == "cuda:0: power read failed: Unknown Error"
+        clock.t = 3.0
+        assert (gpu_reading(meter).joules, gpu_reading(meter).faults) == (200.0, 1)
+    finally:
+        meter.stop()
+
+
+def test_every_failed_read_is_a_fault(monkeypatch: pytest.MonkeyPatch) -> None:
+    gpu = FakeGpu(UUIDS[0], energy_mj=0)
+    FakeNvml(gpu).install(monkeypatch)
+    meter = NvmlMeter([0], sample_hz=ASLEEP)
+    meter.start()
+    gpu.energy_errors.extend([nvml_error(pynvml.NVML_ERROR_UNKNOWN)] * 2)
+    assert [gpu_reading(meter).faults for _ in range(3)] == [1, 2, 2]
+    meter.stop()
+
+
+# 5. A counter that goes backwards.
+
+
+def test_counter_reset_is_a_fault_and_rebases(monkeypatch: pytest.MonkeyPatch) -> None:
+    gpu = FakeGpu(UUIDS[0], energy_mj=5_000_000)
+    FakeNvml(gpu).install(monkeypatch)
+    meter = NvmlMeter([0], sample_hz=ASLEEP)
+    meter.start()
+    try:
+        gpu.energy_mj = 5_010_000
+        before = gpu_reading(meter)
+        assert (before.joules, before.faults) == (10.0, 0)
+        gpu.energy_mj = 2_000  # driver reloaded
+        reset = gpu_reading(meter)
+        assert (reset.joules, reset.faults) == (10.0, 1)  # the unknown gap is not guessed
+        assert reset.fault is not None
+        assert reset.fault.startswith("cuda:0: energy counter went backwards (5010000 -> 2000")
+        gpu.energy_mj = 7_000
+        after = gpu_reading(meter)
+        assert (after.joules, after.faults) == (15.0, 1)
+        gpu.energy_mj = 10_500
+        later = gpu_reading(meter)
+        assert later.joules - after.joules == 3.5  # windows after the reset are exact again
+        assert later.faults == after.faults
+    finally:
+        meter.stop()
+
+
+# 6. No NVML.
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        (pynvml.NVML_ERROR_LIBRARY_NOT_FOUND, "NVML library not found"),
+        (pynvml.NVML_ERROR_DRIVER_NOT_LOADED, "NVIDIA driver not loaded"),
+        (pynvml.NVML_ERROR_NO_PERMISSION, "NVML failed to initialise: Insufficient Permissions"),
+    ],
+)
+def test_nvml_init_failure_makes_the_gpu_unavailable(
+    monkeypatch: pytest.MonkeyPatch, code: int, reason: str
+) -> None:
+    fake = FakeNvml(FakeGpu(UUIDS[0]), init_error=nvml_error(code)).install(monkeypatch)
+    meter = NvmlMeter([0])
+    meter.start()
+    reading = gpu_reading(meter)
+    assert (reading.joules, reading.source, reading.fault) == (None, UNAVAILABLE, reason)
+    assert not reading.measured
+    assert meter.details()["unavailable"] == reason
+    meter.stop()
+    meter.stop()
+    assert fake.shutdowns == 0  # never initialised, so never shut down
+    assert gpu_reading(meter).source == UNAVAILABLE
+
+
+def test_missing_pynvml_makes_the_gpu_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    meter = NvmlMeter([0])
+    meter.start()
+    reading = gpu_reading(meter)
+    meter.stop()
+    assert (reading.joules, reading.source) == (None, UNAVAILABLE)
+    assert reading.fault == "nvidia-ml-py (pynvml) is not installed"
+
+
+def test_a_gpu_that_reads_neither_energy_nor_power_is_unavailable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gpu = FakeGpu(UUIDS[0], energy_mj=None)
+    gpu.power_errors.append(nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED))
+    fake = FakeNvml(FakeGpu(UUIDS[1]), gpu).install(monkeypatch)
+    meter = NvmlMeter([0, 1])
+    meter.start()
+    reading = gpu_reading(meter)
+    assert (reading.joules, reading.source) == (None, UNAVAILABLE)
+    assert reading.fault == (
+        "cuda:1: neither energy counter (Not Supported) nor power (Not Supported) can be read"
+    )
+    assert fake.shutdowns == 1  # released at once
+    assert sampler_threads() == []
+    meter.stop()
+    assert fake.shutdowns == 1
+
+
+# 7. No GPU.
+
+
+def test_no_devices_is_unavailable_without_touching_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeNvml(FakeGpu(UUIDS[0])).install(monkeypatch)
+    meter = NvmlMeter([])
+    meter.start()
+    reading = gpu_reading(meter)
+    meter.stop()
+    assert (reading.joules, reading.source, reading.fault) == (None, UNAVAILABLE, "no GPU in use")
+    assert (fake.inits, fake.shutdowns) == (0, 0)
+
+
+# 8. Which GPU an index means.
+
+
+def three_gpus(monkeypatch: pytest.MonkeyPatch) -> FakeNvml:
+    gpus = [FakeGpu(uuid, energy_mj=1000 * (i + 1)) for i, uuid in enumerate(UUIDS)]
+    return FakeNvml(*gpus).install(monkeypatch)
+
+
+def indices_of(devices: list[Any]) -> list[int]:
+    meter = NvmlMeter(devices, sample_hz=ASLEEP)
+    meter.start()
+    details = meter.details()
+    meter.stop()
+    assert details["unavailable"] is None, details["unavailable"]
+    return [device["index"] for device in details["devices"]]
+
+
+def test_cuda_visible_devices_maps_cuda_to_nvml_indices(monkeypatch: pytest.MonkeyPatch) -> None:
+    three_gpus(monkeypatch)
+    assert indices_of([0, 1]) == [0, 1]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,0")
+    assert indices_of([0, 1]) == [2, 0]
+    assert indices_of(["cuda:1", "0"]) == [0, 2]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", f"{UUIDS[2]}, 1")
+    assert indices_of([0, 1]) == [2, 1]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-cccc")  # a unique prefix, as CUDA allows
+    assert indices_of([0]) == [2]
+
+
+def test_uuid_names_a_gpu_whatever_is_visible(monkeypatch: pytest.MonkeyPatch) -> None:
+    three_gpus(monkeypatch)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert indices_of([UUIDS[1]]) == [1]
+
+
+def test_invisible_index_makes_the_gpu_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = three_gpus(monkeypatch)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,-1,2")  # CUDA stops at the invalid entry
+    meter = NvmlMeter([1])
+    meter.start()
+    reading = gpu_reading(meter)
+    meter.stop()
+    assert reading.source == UNAVAILABLE
+    assert reading.fault == "cuda:1 is not visible (CUDA_VISIBLE_DEVICES='1,-1,2')"
+    assert fake.shutdowns == 1
+
+
+def test_unknown_uuid_makes_the_gpu_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    three_gpus(monkeypatch)
+    meter = NvmlMeter(["GPU-dddd"])
+    meter.start()
+    reading = gpu_reading(meter)
+    meter.stop()
+    assert reading.fault == "GPU-dddd: NVML cannot open it (Not Found)"
+
+
+def test_the_same_gpu_named_twice_is_measured_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = three_gpus(monkeypatch)
+    meter = NvmlMeter([1, UUIDS[1]], sample_hz=ASLEEP)
+    meter.start()
+    fake.gpus[1].energy_mj += 4_000
+    reading = gpu_reading(meter)
+    details = meter.details()
+    meter.stop()
+    assert reading.joules == 4.0
+    assert [d["requested"] for d in details["devices"]] == [[1, UUIDS[1]]]
+
+
+@pytest.mark.parametrize(
+    ("devices", "error"),
+    [([-1], ValueError), ([True], TypeError), ([1.5], TypeError), ([" "], ValueError)],
+)
+def test_bad_device_specs_are_rejected(devices: list[Any], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        NvmlMeter(devices)
+
+
+@pytest.mark.parametrize("hz", [0.0, -1.0, float("nan"), float("inf"), 10_000.0])
+def test_bad_sample_rates_are_rejected(hz: float) -> None:
+    with pytest.raises(ValueError, match="sample_hz"):
+        NvmlMeter([0], sample_hz=hz)
+
+
+# 9. Stopping.
+
+
+def test_stop_is_idempotent_and_freezes_the_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    counted = FakeGpu(UUIDS[0], energy_mj=0)
+    sampled = FakeGpu(UUIDS[1], energy_mj=None, power_mw=50_000)
+    fake = FakeNvml(counted, sampled).install(monkeypatch)
+    clock = FakeClock()
+    meter = NvmlMeter([0, 1], sample_hz=ASLEEP, clock=clock)
+    meter.stop()  # before start: nothing to do
+    meter.start()
+    assert len(sampler_threads()) == 1
+    counted.energy_mj, clock.t = 3_000, 2.0
+    meter.stop()
+    assert sampler_threads() == []
+    assert fake.shutdowns == 1
+    reads = fake.power_reads
+    counted.energy_mj, clock.t = 9_000, 5.0
+    meter.stop()
+    meter.sample()
+    final = gpu_reading(meter)
+    assert (final.joules, final.source) == (3.0 + 100.0, NVML_SAMPLING)  # as at stop()
+    assert fake.shutdowns == 1
+    assert fake.power_reads == reads  # NVML is not touched after stop()
+    with pytest.raises(RuntimeError):
+        meter.start()
+
+
+def test_read_before_start_is_unavailable() -> None:
+    reading = gpu_reading(NvmlMeter([0]))
+    assert (reading.joules, reading.source) == (None, UNAVAILABLE)
+
+
+# 10. Importing is cheap.
+
+
+def test_import_pulls_in_neither_torch_nor_pynvml() -> None:
+    code = (
+        "import sys, greenbench.energy.nvml; "
+        "print(sorted(m for m in ('torch', 'pynvml') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+# On a real GPU.
+
+
+def test_real_nvml_counter_on_this_gpu() -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        pytest.skip(f"NVML does not initialise: {exc}")
+    pynvml.nvmlShutdown()
+
+    device = torch.device("cuda", 0)
+    a = torch.randn(8192, 8192, device=device)
+    b = torch.randn(8192, 8192, device=device)
+
+    def burn(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            for _ in range(8):
+                a @ b
+            torch.cuda.synchronize(device)
+
+    burn(1.5)  # power is steady before the window opens
+    counter = NvmlMeter([0])
+    sampler = NvmlMeter([0], sample_hz=50.0, force_sampling=True)
+    counter.start()
+    sampler.start()
+    try:
+        first = (gpu_reading(counter), gpu_reading(sampler))
+        opened = time.monotonic()
+        burn(4.0)
+        last = (gpu_reading(counter), gpu_reading(sampler))
+        elapsed = time.monotonic() - opened
+    finally:
+        counter.stop()
+        sampler.stop()
+
+    volta_or_newer = torch.cuda.get_device_capability(device) >= (7, 0)
+    assert last[0].source == (NVML_COUNTER if volta_or_newer else NVML_SAMPLING)
+    assert last[1].source == NVML_SAMPLING
+    assert last[0].faults == first[0].faults and last[1].faults == first[1].faults
+    counted = last[0].joules - first[0].joules
+    sampled = last[1].joules - first[1].joules
+    assert elapsed >= 3.0
+    assert counted > 0 and sampled > 0
+    assert abs(counted - sampled) <= 0.05 * counted, (counted, sampled, elapsed)
