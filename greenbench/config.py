@@ -72,7 +72,7 @@ def load_yaml(path: Path) -> Any:
     except OSError as e:
         raise UserError(f"{path}: cannot be read ({e.strerror})") from None
     try:
-        return yaml.load(text, Loader=_Loader)
+        return yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader: no Python objects
     except yaml.MarkedYAMLError as e:
         raise UserError(f"{path}: {_describe_yaml_error(e)}") from None
     except yaml.YAMLError as e:

@@ -9,6 +9,7 @@ is recorded ``failed`` with how it died and the last line it printed.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -41,6 +42,7 @@ class LocalExecutor:
             with open(log_path, "wb") as log:
                 process = subprocess.Popen(
                     [self.python, "-m", "greenbench.child", str(handoff)],
+                    env=_child_environment(),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -67,6 +69,12 @@ class LocalExecutor:
             except subprocess.TimeoutExpired:
                 if on_wait is not None:
                     on_wait()
+
+
+def _child_environment() -> dict[str, str]:
+    # CUDA numbers GPUs fastest first by default, NVML by PCI bus: make CUDA use the bus order
+    # too, so that the GPU a point trains on is the GPU its energy meter reads.
+    return {**os.environ, "CUDA_DEVICE_ORDER": os.environ.get("CUDA_DEVICE_ORDER", "PCI_BUS_ID")}
 
 
 def _collect(handoff: Path) -> PointResult | None:

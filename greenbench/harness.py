@@ -4,7 +4,9 @@
 itself: an exception becomes a ``failed`` record carrying the exception's last line (the full
 traceback goes to the process's output, which the parent keeps as the point's log), a precision
 the accelerator cannot run becomes ``skipped``, a loss that turns NaN or infinite becomes
-``diverged``. It never writes the results store; it returns the record and the files to store.
+``diverged``. Energy is measured by an ``EnergyCallback`` on the Trainer (sampling runs in its
+``eval`` window), FLOPs per step by ``StepFlops``; CodeCarbon's own CSV comes back as files. It
+never writes the results store; it returns the record and the files to store.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from lightning.pytorch import Trainer, seed_everything
 from torch.utils.data import DataLoader, TensorDataset
 
 from greenbench import data, environment
+from greenbench.energy.callback import EnergyCallback
+from greenbench.energy.carbon import resolve_intensity
+from greenbench.flops import StepFlops
 from greenbench.images import grid_png
 from greenbench.models import build_model
 from greenbench.records import (
@@ -41,8 +46,9 @@ def run_point(spec: RunSpec) -> PointResult:
     """Train and sample one point; always returns a finished record."""
     result = PointResult(new_record(spec.run_id, spec.sweep, spec.config))
     try:
-        status, reason = _run(spec, result)
-    except Exception as error:
+        with tempfile.TemporaryDirectory(prefix="greenbench-codecarbon-") as codecarbon_dir:
+            status, reason = _run(spec, result, codecarbon_dir)
+    except Exception as error:  # any failure of the point is its outcome, recorded
         traceback.print_exc()
         status, reason = FAILED, last_line(error)
     if result.record["environment"] is None:
@@ -51,7 +57,7 @@ def run_point(spec: RunSpec) -> PointResult:
     return result
 
 
-def _run(spec: RunSpec, result: PointResult) -> tuple[str, str | None]:
+def _run(spec: RunSpec, result: PointResult, codecarbon_dir: str) -> tuple[str, str | None]:
     config, record, timings = spec.config, result.record, result.record["timings"]
     started = time.perf_counter()
     seed_everything(config["seed"], verbose=False)
@@ -61,7 +67,9 @@ def _run(spec: RunSpec, result: PointResult) -> tuple[str, str | None]:
         width=config["width"], latent_dim=config["latent_dim"], lr=config["lr"],
     )
     monitor = TrainingMonitor(max_batches=config["steps"])
-    trainer = _trainer(config, monitor)
+    energy = _energy_callback(spec, codecarbon_dir)
+    flops = StepFlops()
+    trainer = _trainer(config, [monitor, energy, flops])
     device = trainer.strategy.root_device
     record["environment"] = environment.describe(device)
     timings["setup_s"] = _since(started)
@@ -71,24 +79,34 @@ def _run(spec: RunSpec, result: PointResult) -> tuple[str, str | None]:
         return SKIPPED, unavailable
 
     started = time.perf_counter()
-    trainer.fit(model, loader)
-    timings["train_s"] = _since(started)
-    record["train"] = {
-        "batches": monitor.batches,
-        "optimizer_steps": trainer.global_step,
-        "samples_seen": monitor.samples,
-        "final_losses": monitor.final_losses(),
-    }
-    if monitor.diverged:
-        return DIVERGED, monitor.divergence
+    try:
+        trainer.fit(model, loader)
+        timings["train_s"] = _since(started)
+        record["train"] = {
+            "batches": monitor.batches,
+            "optimizer_steps": trainer.global_step,
+            "samples_seen": monitor.samples,
+            "final_losses": monitor.final_losses(),
+        }
+        record["flops_per_step"] = flops.flops_per_step
+        if monitor.diverged:
+            return DIVERGED, monitor.divergence
 
-    started = time.perf_counter()
-    samples = model.sample(SAMPLE_GRID, generator=torch.Generator().manual_seed(config["seed"]))
-    if not torch.isfinite(samples).all():
-        return DIVERGED, "generated samples are not finite after training"
-    result.files[f"samples/{spec.run_id}.png"] = grid_png(samples)
-    timings["eval_s"] = _since(started)
-    return OK, None
+        started = time.perf_counter()
+        with energy.eval_window():
+            seed = torch.Generator().manual_seed(config["seed"])
+            samples = model.sample(SAMPLE_GRID, generator=seed)
+        if not torch.isfinite(samples).all():
+            return DIVERGED, "generated samples are not finite after training"
+        result.files[f"samples/{spec.run_id}.png"] = grid_png(samples)
+        timings["eval_s"] = _since(started)
+        return OK, None
+    finally:
+        if energy.monitor is not None:  # fit started: whatever it measured is kept
+            record["energy"], record["carbon"] = energy.result(), energy.carbon()
+            for kind, path in energy.codecarbon_csv_files().items():
+                suffix = "" if kind == "run" else f".{kind}"
+                result.files[f"codecarbon/{spec.run_id}{suffix}.csv"] = path.read_bytes()
 
 
 def _training_data(spec: RunSpec) -> tuple[DataLoader, dict[str, Any]]:
@@ -116,13 +134,22 @@ def _training_data(spec: RunSpec) -> tuple[DataLoader, dict[str, Any]]:
     return loader, summary
 
 
-def _trainer(config: dict[str, Any], monitor: TrainingMonitor) -> Trainer:
+def _energy_callback(spec: RunSpec, codecarbon_dir: str) -> EnergyCallback:
+    return EnergyCallback(
+        **spec.energy,
+        carbon=resolve_intensity(**spec.carbon),
+        codecarbon_dir=codecarbon_dir,
+        project_name=f"greenbench {spec.sweep} {spec.run_id}",
+    )
+
+
+def _trainer(config: dict[str, Any], callbacks: list) -> Trainer:
     return Trainer(
         accelerator="auto",
         devices=1,
         precision=config["precision"],
         max_epochs=config["epochs"] or -1,  # a steps budget: the monitor stops fit
-        callbacks=[monitor],
+        callbacks=callbacks,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,

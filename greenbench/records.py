@@ -2,11 +2,14 @@
 
 Every record has the same top-level keys, in this order::
 
-    schema, run_id, status, reason, sweep, config, data, timings, train, environment, created_at
+    schema, run_id, status, reason, sweep, config, data, timings, train, flops_per_step,
+    energy, carbon, environment, created_at
 
 ``status`` is one of ``STATUSES``; ``reason`` says why when it is not ``ok``. Units live in key
-names (``train_s``, ``samples_seen``). Later stages add sections (``energy``, ``quality``) without
-changing what is here; ``schema`` is raised when a key changes meaning.
+names (``train_s``, ``samples_seen``, ``total_j``). ``energy`` holds the windows measured by the
+``EnergyCallback`` (every figure with its source), ``carbon`` the grams of CO2 of the ``total``
+window with the intensity used. Later stages add sections (``quality``) without changing what is
+here; ``schema`` is raised when a key changes meaning.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ def new_record(run_id: str, sweep: str, config: dict[str, Any]) -> dict[str, Any
         "data": None,
         "timings": {},
         "train": None,
+        "flops_per_step": None,
+        "energy": None,
+        "carbon": None,
         "environment": None,
         "created_at": None,
     }

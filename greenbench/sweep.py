@@ -21,7 +21,7 @@ import hashlib
 import itertools
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -30,6 +30,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from greenbench import data, models
 from greenbench.config import StrictModel, load_yaml, validate
+from greenbench.energy.carbon import resolve_intensity
 from greenbench.errors import UserError
 
 PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
@@ -86,6 +87,28 @@ class TrainSection(StrictModel):
         return self
 
 
+class EnergySection(StrictModel):
+    """How energy is measured; not part of a point's run_id."""
+
+    idle_seconds: _number(float, ge=0, le=600) = 5.0
+    warmup_steps: _number(int, ge=0) = 10
+    sample_hz: _number(float, gt=0, le=1000) = 10.0
+
+
+class CarbonSection(StrictModel):
+    """How joules become grams of CO2; not part of a point's run_id."""
+
+    country_iso_code: Annotated[str, Field(pattern=r"^[A-Za-z]{3}$")] | None = None
+    intensity_g_per_kwh: _number(float, ge=0) | None = None
+    pue: _number(float, ge=1, le=10) = 1.0
+
+    @model_validator(mode="after")
+    def _one_intensity(self) -> CarbonSection:
+        if self.country_iso_code is not None and self.intensity_g_per_kwh is not None:
+            raise ValueError("give country_iso_code or intensity_g_per_kwh, not both")
+        return self
+
+
 class Grid(StrictModel):
     model: _axis(ModelName) = None
     precision: _axis(Precision) = None
@@ -111,6 +134,8 @@ class Sweep(StrictModel):
     repeats: Count = 1
     dataset: DatasetSection = DatasetSection()
     train: TrainSection = TrainSection()
+    energy: EnergySection = EnergySection()
+    carbon: CarbonSection = CarbonSection()
     model: ModelName = "gan"
     precision: Precision = "32-true"
     width: Width = 1.0
@@ -163,6 +188,8 @@ class RunSpec:
     sweep: str
     config: dict[str, Any]  # what is trained and evaluated; hashed into run_id
     dataset_root: str | None = None  # where the data lies on this machine; not hashed
+    energy: dict[str, Any] = field(default_factory=dict)  # EnergySection; not hashed
+    carbon: dict[str, Any] = field(default_factory=dict)  # CarbonSection; not hashed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -186,7 +213,16 @@ def load_sweep(path: str | Path) -> Sweep:
     path = Path(path)
     sweep = validate(Sweep, load_yaml(path), path)
     _check_data(sweep, path)
+    _check_carbon(sweep, path)
     return sweep
+
+
+def _check_carbon(sweep: Sweep, path: Path) -> None:
+    if sweep.carbon.country_iso_code is not None:
+        try:
+            resolve_intensity(**sweep.carbon.model_dump())
+        except UserError as e:
+            raise UserError(f"{path}: {e}") from None
 
 
 def _check_data(sweep: Sweep, path: Path) -> None:
@@ -219,7 +255,10 @@ def expand(sweep: Sweep) -> list[RunSpec]:
         point = dict(zip(axes, combination, strict=True))
         for repeat in range(sweep.repeats):
             config = _config(sweep, point, repeat)
-            specs.append(RunSpec(run_id(config), sweep.name, config, _root(sweep)))
+            specs.append(RunSpec(
+                run_id(config), sweep.name, config, _root(sweep),
+                energy=sweep.energy.model_dump(), carbon=sweep.carbon.model_dump(),
+            ))
     return specs
 
 

@@ -25,16 +25,22 @@ TINY = {
 }
 
 
-def tiny_spec(**overrides: Any) -> RunSpec:
+# A short idle baseline and warm-up keep the energy windows of a tiny point non-empty and fast.
+TINY_ENERGY = {"idle_seconds": 0.3, "warmup_steps": 2, "sample_hz": 10.0}
+WORLD_AVERAGE = {"country_iso_code": None, "intensity_g_per_kwh": None, "pue": 1.0}
+
+
+def tiny_spec(root: str | None = None, **overrides: Any) -> RunSpec:
     """A resolved run spec for one tiny point; ``overrides`` replace config fields."""
     config = {"model": "gan", "precision": "32-true", "lr": 2e-4, **TINY, **overrides}
-    return RunSpec(run_id(config), "test", config)
+    return RunSpec(run_id(config), "test", config, root, TINY_ENERGY, WORLD_AVERAGE)
 
 
 TINY_SWEEP = """\
 name: tiny
 dataset: {name: digits, image_size: 8}
 train: {steps: 4}
+energy: {idle_seconds: 0.3, warmup_steps: 2}
 width: 0.25
 latent_dim: 8
 batch_size: 32

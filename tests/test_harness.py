@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from tests.test_data import TRAIN_COUNT, idx_bytes, write_idx_dataset
 
 RECORD_KEYS = [
     "schema", "run_id", "status", "reason", "sweep", "config", "data", "timings", "train",
-    "environment", "created_at",
+    "flops_per_step", "energy", "carbon", "environment", "created_at",
 ]
 
 
@@ -42,6 +43,7 @@ def test_point_trains_and_records(model: str, precision: str) -> None:
     assert set(record["timings"]) == {"setup_s", "train_s", "eval_s"}
     assert record["environment"]["accelerator"] == "cpu"
     assert record["environment"]["torch"] == torch.__version__
+    assert_cpu_energy_record(record)
     png = result.files[f"samples/{spec.run_id}.png"]
     assert png.startswith(b"\x89PNG")
     assert json.loads(to_json(record)) == record
@@ -89,8 +91,7 @@ def test_failure_inside_the_point_is_a_failed_record(tmp_path) -> None:
     write_idx_dataset(tmp_path, "mnist")
     labels = tmp_path / "MNIST" / "raw" / "train-labels-idx1-ubyte"
     labels.write_bytes(idx_bytes(np.full(TRAIN_COUNT, 12, dtype=np.uint8)))
-    spec = tiny_spec(dataset="mnist", batch_size=4)
-    spec = RunSpec(spec.run_id, spec.sweep, spec.config, str(tmp_path))
+    spec = tiny_spec(root=str(tmp_path), dataset="mnist", batch_size=4)
 
     record = run_point(spec).record
 
@@ -98,3 +99,72 @@ def test_failure_inside_the_point_is_a_failed_record(tmp_path) -> None:
     assert record["reason"].startswith("UserError: dataset.root: ")
     assert "labels outside 0..9" in record["reason"]
     assert record["environment"]["python"]  # filled even though the point never trained
+
+
+def assert_cpu_energy_record(record: dict) -> None:
+    """What every ok record says about energy on a CPU without RAPL: estimates, labelled."""
+    windows = record["energy"]["windows"]
+    assert list(windows) == ["idle", "warmup", "train", "eval", "total"]
+    for name, window in windows.items():
+        gpu, cpu, ram = (window["components"][c] for c in ("gpu", "cpu", "ram"))
+        assert gpu == {"joules": None, "source": "unavailable", "measured": False,
+                       "reason": "no GPU in use"}, name
+        assert cpu["joules"] > 0 and ram["joules"] > 0, name
+        assert cpu["source"] in {"codecarbon_cpu_load_estimate", "rapl"}, name
+        assert ram["source"] == "codecarbon_ram_estimate" and ram["measured"] is False, name
+        assert window["measured"] is False and window["valid"] is True, name
+        assert window["total_j"] == cpu["joules"] + ram["joules"], name
+        assert window["duration_s"] > 0, name
+    total = windows["total"]
+    parts = [windows[w] for w in ("warmup", "train", "eval")]
+    assert total["duration_s"] == pytest.approx(sum(w["duration_s"] for w in parts))
+    assert total["total_j"] == pytest.approx(sum(w["total_j"] for w in parts))
+    assert total["samples"] == windows["warmup"]["samples"] + windows["train"]["samples"]
+    assert total["samples"] == record["train"]["samples_seen"]
+    assert windows["eval"]["samples"] == 0 and windows["eval"]["j_per_1k_samples"] is None
+    assert windows["train"]["j_per_1k_samples"] == pytest.approx(
+        1000 * windows["train"]["total_j"] / windows["train"]["samples"]
+    )
+    carbon = record["carbon"]
+    assert carbon["kwh"] == pytest.approx(total["total_j"] / 3.6e6)
+    assert carbon["gco2"] == pytest.approx(carbon["kwh"] * carbon["pue"] * carbon[
+        "intensity_g_per_kwh"])
+    assert record["flops_per_step"] > 0
+
+
+def test_energy_on_cpu_is_estimated_labelled_and_measured_offline(monkeypatch) -> None:
+    attempts = []
+
+    def refuse(self, address, *args):
+        attempts.append(address)
+        raise OSError("greenbench must not use the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    spec = tiny_spec(model="vae", steps=6)
+
+    result = run_point(spec)
+
+    record = result.record
+    assert record["status"] == "ok", record["reason"]
+    assert_cpu_energy_record(record)
+    assert record["carbon"]["intensity_g_per_kwh"] == 475.0
+    assert "world average" in record["carbon"]["intensity_source"]
+    assert record["energy"]["settings"] == {"idle_seconds": 0.3, "warmup_steps": 2,
+                                            "sample_hz": 10.0}
+    assert record["energy"]["windows"]["warmup"]["samples"] == 2 * 32  # 2 optimizer steps
+    csv_text = result.files[f"codecarbon/{spec.run_id}.csv"].decode()
+    assert csv_text.startswith("timestamp,project_name,run_id,")  # CodeCarbon's own format
+    assert "cpu_energy" in csv_text.splitlines()[0]
+    assert attempts == []
+
+
+def test_carbon_from_a_country_uses_codecarbons_offline_table() -> None:
+    spec = tiny_spec(model="vae", steps=3)
+    spec = RunSpec(spec.run_id, spec.sweep, spec.config, None, spec.energy,
+                   {"country_iso_code": "FRA", "intensity_g_per_kwh": None, "pue": 1.2})
+    record = run_point(spec).record
+    carbon = record["carbon"]
+    assert carbon["intensity_g_per_kwh"] == pytest.approx(56.039)
+    assert "France" in carbon["intensity_source"]
+    assert carbon["gco2"] == pytest.approx(carbon["kwh"] * 1.2 * 56.039)

@@ -44,6 +44,10 @@ def test_run_records_every_point_and_a_second_run_skips_them_all(tmp_path: Path)
         assert (sweep_dir / "samples" / f"{run_id}.png").read_bytes().startswith(b"\x89PNG")
         log = (sweep_dir / "logs" / f"{run_id}.log").read_text()
         assert f"greenbench: point {run_id} ok" in log
+        assert record["energy"]["windows"]["train"]["components"]["cpu"]["joules"] > 0
+        assert record["carbon"]["gco2"] > 0 and record["flops_per_step"] > 0
+        codecarbon_csv = (sweep_dir / "codecarbon" / f"{run_id}.csv").read_text()
+        assert codecarbon_csv.startswith("timestamp,project_name,run_id,")
     assert sorted(p.name for p in (sweep_dir / "records").iterdir()) == sorted(
         f"{run_id}.json" for run_id in records
     )
@@ -107,6 +111,7 @@ def test_a_diverging_point_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> 
 TINY_WITHOUT_TRAIN = """\
 name: tiny
 dataset: {name: digits, image_size: 8}
+energy: {idle_seconds: 0.3, warmup_steps: 2}
 width: 0.25
 latent_dim: 8
 batch_size: 32

@@ -107,3 +107,9 @@ def test_relative_dataset_root_is_resolved_and_not_hashed(tmp_path: Path, workdi
 def test_errors_are_user_errors_with_the_file_name(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"^.*sweep\.yaml: width: -1 should be greater than 0$"):
         sweep_from(tmp_path, "name: x\nwidth: -1\n")
+
+
+@pytest.mark.parametrize("name", ["quickstart.yaml", "gpu.yaml"])
+def test_committed_sweeps_are_valid(name: str) -> None:
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / name
+    assert expand(load_sweep(path))
