@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -157,3 +158,24 @@ def test_a_failed_fit_stops_the_meters(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="boom"):
         trainer([energy]).fit(Broken(), loader())
     assert not energy.monitor.running
+
+
+@pytest.mark.parametrize("local_rank", [0, 1])
+def test_node_level_components_are_measured_once_per_node(local_rank: int, tmp_path) -> None:
+    # Under DDP every process has a callback; CPU and RAM belong to the node, so only local
+    # rank 0 measures them, and the others say where the figures are. GPU energy is per device.
+    energy = EnergyCallback(codecarbon_dir=tmp_path)
+    trainer = SimpleNamespace(local_rank=local_rank,
+                              strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    meters = energy._default_meters(trainer)
+    readings = {}
+    for meter in meters:
+        meter.start()
+        readings.update(meter.read())
+        meter.stop()
+    assert readings["gpu"].fault == "no GPU in use"
+    if local_rank == 0:
+        assert readings["cpu"].joules is not None and readings["ram"].joules is not None
+    else:
+        assert readings["cpu"].source == readings["ram"].source == "unavailable"
+        assert readings["cpu"].fault == "node-level: measured by the node's local rank 0"

@@ -32,7 +32,7 @@ from lightning.pytorch.utilities.data import extract_batch_size
 
 from greenbench.energy.carbon import CarbonIntensity, resolve_intensity
 from greenbench.energy.codecarbon import CodeCarbonMeter
-from greenbench.energy.meters import Meter
+from greenbench.energy.meters import Meter, NotMeasuredHere
 from greenbench.energy.monitor import EVAL, IDLE, TOTAL, TRAIN, WARMUP, EnergyMonitor
 from greenbench.energy.nvml import NvmlMeter
 
@@ -166,6 +166,9 @@ class EnergyCallback(Callback):
             meters.append(
                 CodeCarbonMeter(self.codecarbon_dir, self.carbon_intensity, self.project_name)
             )
+        else:
+            why = "node-level: measured by the node's local rank 0"
+            meters.append(NotMeasuredHere(CodeCarbonMeter.components, why))
         return meters
 
     def _synchronize(self) -> None:

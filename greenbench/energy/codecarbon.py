@@ -130,7 +130,6 @@ class CodeCarbonMeter(Meter):
         return {kind: path for kind, path in files.items() if path.is_file()}
 
     def details(self) -> dict[str, Any]:
-        conf = getattr(self._tracker, "_conf", {}) if self._tracker is not None else {}
         from importlib import metadata
 
         try:
@@ -141,7 +140,6 @@ class CodeCarbonMeter(Meter):
             "codecarbon_version": version,
             "cpu_source": self._sources[CPU],
             "ram_source": self._sources[RAM],
-            "cpu_model": conf.get("cpu_model"),
             "settings": {k: v for k, v in self.settings.items() if k != "output_dir"},
             "unavailable": self._unavailable,
         }

@@ -73,3 +73,20 @@ class Meter(ABC):
     def details(self) -> dict[str, Any]:
         """What the meter ran with and on: devices, drivers, settings. JSON-serialisable."""
         return {}
+
+
+class NotMeasuredHere(Meter):
+    """Components this process leaves to another, with the reason (e.g. another rank)."""
+
+    def __init__(self, components: tuple[str, ...], why: str):
+        self.components = components
+        self.why = why
+
+    def start(self) -> None:
+        pass
+
+    def read(self) -> dict[str, Reading]:
+        return {component: Reading.unavailable(self.why) for component in self.components}
+
+    def stop(self) -> None:
+        pass
