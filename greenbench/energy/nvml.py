@@ -304,8 +304,11 @@ class NvmlMeter(Meter):
         else:
             dev.source = NVML_COUNTER
 
+    def _sampled_devices(self) -> list[_Device]:
+        return [dev for dev in self._devices if dev.source == NVML_SAMPLING]
+
     def _baseline_samples(self) -> None:
-        sampled = [dev for dev in self._devices if dev.source == NVML_SAMPLING]
+        sampled = self._sampled_devices()
         if not sampled:
             return
         now = self._clock()
@@ -360,7 +363,7 @@ class NvmlMeter(Meter):
     def _sample_locked(self) -> None:
         if not self._started or self._final is not None or self._unavailable is not None:
             return
-        sampled = [dev for dev in self._devices if dev.source == NVML_SAMPLING]
+        sampled = self._sampled_devices()
         if not sampled:
             return
         now = self._clock()
