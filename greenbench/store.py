@@ -18,29 +18,19 @@ none. Only the parent process writes here; the processes that train never do.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from greenbench.errors import UserError
+from greenbench.files import atomic_write
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not on POSIX: no lock, the rest works
     fcntl = None
-
-
-def _file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-_FILE_MODE = _file_mode()
 
 
 class SweepStore:
@@ -105,37 +95,6 @@ class SweepStore:
             return False
         atomic_write(path, text.encode(), self._tmp_dir)
         return True
-
-
-def atomic_write(target: Path, content: bytes, tmp_dir: Path) -> None:
-    """Write ``content`` to ``target`` so that readers see the old file or the new, never half.
-
-    ``tmp_dir`` must be on the same file system as ``target`` (the rename must not copy).
-    """
-    fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=f"{target.name}.")
-    try:
-        os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; results are ordinary files
-        with os.fdopen(fd, "wb") as file:
-            file.write(content)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_directory(target.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    # The rename itself must reach the disk, or a power cut can lose a finished record.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - directories cannot be opened on some systems
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _clear(folder: Path) -> None:
