@@ -26,6 +26,9 @@ from greenbench.energy.carbon import resolve_intensity
 from greenbench.flops import StepFlops
 from greenbench.images import grid_png
 from greenbench.models import build_model
+from greenbench.quality.curve import QualityCurve, best_point, energy_to_quality
+from greenbench.quality.evaluate import EvalData, EvalSettings, evaluate
+from greenbench.quality.extractor import ACCURACY_FLOOR, Extractor, load_or_build
 from greenbench.records import (
     DIVERGED,
     FAILED,
@@ -39,7 +42,7 @@ from greenbench.records import (
 from greenbench.sweep import RunSpec
 from greenbench.training import TrainingMonitor
 
-SAMPLE_GRID = 64  # samples drawn after training, saved as samples/<run_id>.png
+SAMPLE_GRID = 64  # of the final evaluation's samples, saved as samples/<run_id>.png
 
 
 def run_point(spec: RunSpec) -> PointResult:
@@ -61,7 +64,8 @@ def _run(spec: RunSpec, result: PointResult, codecarbon_dir: str) -> tuple[str, 
     config, record, timings = spec.config, result.record, result.record["timings"]
     started = time.perf_counter()
     seed_everything(config["seed"], verbose=False)
-    loader, record["data"] = _training_data(spec)
+    images = data.load_dataset(config["dataset"], spec.dataset_root, config["image_size"])
+    loader, train_images, record["data"] = _training_data(spec, images)
     model = build_model(
         config["model"], image_size=config["image_size"], channels=record["data"]["channels"],
         width=config["width"], latent_dim=config["latent_dim"], lr=config["lr"],
@@ -69,7 +73,9 @@ def _run(spec: RunSpec, result: PointResult, codecarbon_dir: str) -> tuple[str, 
     monitor = TrainingMonitor(max_batches=config["steps"])
     energy = _energy_callback(spec, codecarbon_dir)
     flops = StepFlops()
-    trainer = _trainer(config, [monitor, energy, flops])
+    scorer = _Scorer(EvalData(images.test_images, train_images), config)
+    curve = QualityCurve(scorer, energy, config["eval"]["every_n_epochs"])
+    trainer = _trainer(config, [monitor, energy, flops, curve])
     device = trainer.strategy.root_device
     record["environment"] = environment.describe(device)
     timings["setup_s"] = _since(started)
@@ -77,6 +83,11 @@ def _run(spec: RunSpec, result: PointResult, codecarbon_dir: str) -> tuple[str, 
     unavailable = precision_unavailable(config["precision"], trainer.precision, device)
     if unavailable:
         return SKIPPED, unavailable
+
+    started = time.perf_counter()
+    extractor, withheld = _extractor(config, images)
+    scorer.extractor = None if withheld else extractor  # withheld: no feature-space metrics
+    timings["extractor_s"] = _since(started)
 
     started = time.perf_counter()
     try:
@@ -93,13 +104,15 @@ def _run(spec: RunSpec, result: PointResult, codecarbon_dir: str) -> tuple[str, 
             return DIVERGED, monitor.divergence
 
         started = time.perf_counter()
-        with energy.eval_window():
-            seed = torch.Generator().manual_seed(config["seed"])
-            samples = model.sample(SAMPLE_GRID, generator=seed)
-        if not torch.isfinite(samples).all():
-            return DIVERGED, "generated samples are not finite after training"
-        result.files[f"samples/{spec.run_id}.png"] = grid_png(samples)
+        final = curve.points[-1] if curve.points else None
+        if final is None or final["step"] != trainer.global_step:
+            final = curve.add(model, curve.epochs_ended, trainer.global_step)
         timings["eval_s"] = _since(started)
+        if not torch.isfinite(scorer.samples).all():
+            return DIVERGED, "generated samples are not finite after training"
+        result.files[f"samples/{spec.run_id}.png"] = grid_png(scorer.samples[:SAMPLE_GRID])
+        record["quality"] = _quality(final, curve, extractor, withheld, config)
+        record["quality_curve"] = curve.record()
         return OK, None
     finally:
         if energy.monitor is not None:  # fit started: whatever it measured is kept
@@ -109,9 +122,55 @@ def _run(spec: RunSpec, result: PointResult, codecarbon_dir: str) -> tuple[str, 
                 result.files[f"codecarbon/{spec.run_id}{suffix}.csv"] = path.read_bytes()
 
 
-def _training_data(spec: RunSpec) -> tuple[DataLoader, dict[str, Any]]:
+class _Scorer:
+    """Scores a model with the point's settings and keeps the samples of the latest call."""
+
+    def __init__(self, eval_data: EvalData, config: dict[str, Any]):
+        self.eval_data = eval_data
+        self.settings = EvalSettings(
+            num_samples=config["eval"]["num_samples"],
+            importance_samples=config["eval"]["importance_samples"],
+            seed=config["seed"],
+        )
+        self.extractor: Extractor | None = None
+        self.samples = torch.empty(0)
+
+    def __call__(self, model: torch.nn.Module) -> dict[str, Any]:
+        scores, self.samples = evaluate(model, self.eval_data, self.extractor, self.settings)
+        return scores
+
+
+def _extractor(config: dict[str, Any], images: data.ImageData) -> tuple[Extractor, str | None]:
+    """The pinned feature extractor, and why its metrics are withheld (accuracy too low)."""
+    extractor = load_or_build(config["dataset"], config["image_size"], images)
+    floor = config["eval"]["min_extractor_accuracy"]
+    floor = floor if floor is not None else ACCURACY_FLOOR.get(config["dataset"])
+    if floor is not None and extractor.accuracy < floor:
+        return extractor, (
+            f"feature-space metrics withheld: extractor {extractor.id} has test accuracy "
+            f"{extractor.accuracy:.3f}, below the floor {floor}"
+        )
+    return extractor, None
+
+
+def _quality(
+    final: dict[str, Any], curve: QualityCurve, extractor: Extractor, withheld: str | None,
+    config: dict[str, Any],
+) -> dict[str, Any]:
+    best = best_point(curve.points)
+    return {
+        "final": {"epoch": final["epoch"], **final["scores"]},
+        "best": {"epoch": best["epoch"], **best["scores"]} if best else None,
+        "extractor": extractor.record(),
+        "withheld": withheld,
+        "energy_to_quality_j": energy_to_quality(curve.points, config["eval"]["target_kid"]),
+    }
+
+
+def _training_data(
+    spec: RunSpec, images: data.ImageData
+) -> tuple[DataLoader, torch.Tensor, dict[str, Any]]:
     config = spec.config
-    images = data.load_dataset(config["dataset"], spec.dataset_root, config["image_size"])
     keep = data.fraction_indices(
         images.train_labels.numpy(), config["data_fraction"], config["seed"]
     )
@@ -131,7 +190,7 @@ def _training_data(spec: RunSpec) -> tuple[DataLoader, dict[str, Any]]:
         "channels": images.train_images.shape[1],
         "image_size": images.train_images.shape[-1],
     }
-    return loader, summary
+    return loader, images.train_images[keep], summary
 
 
 def _energy_callback(spec: RunSpec, codecarbon_dir: str) -> EnergyCallback:

@@ -3,13 +3,13 @@
 Every record has the same top-level keys, in this order::
 
     schema, run_id, status, reason, sweep, config, data, timings, train, flops_per_step,
-    energy, carbon, environment, created_at
+    energy, carbon, quality, quality_curve, environment, created_at
 
 ``status`` is one of ``STATUSES``; ``reason`` says why when it is not ``ok``. Units live in key
 names (``train_s``, ``samples_seen``, ``total_j``). ``energy`` holds the windows measured by the
 ``EnergyCallback`` (every figure with its source), ``carbon`` the grams of CO2 of the ``total``
-window with the intensity used. Later stages add sections (``quality``) without changing what is
-here; ``schema`` is raised when a key changes meaning.
+window with the intensity used, ``quality`` the sample-quality scores at the end and at the best
+point of ``quality_curve``. ``schema`` is raised when a key changes meaning.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ def new_record(run_id: str, sweep: str, config: dict[str, Any]) -> dict[str, Any
         "flops_per_step": None,
         "energy": None,
         "carbon": None,
+        "quality": None,
+        "quality_curve": None,
         "environment": None,
         "created_at": None,
     }

@@ -22,6 +22,8 @@ TINY = {
     "batch_size": 32,
     "epochs": None,
     "steps": 4,
+    "eval": {"num_samples": 200, "every_n_epochs": None, "target_kid": None,
+             "min_extractor_accuracy": None, "importance_samples": 4},
 }
 
 
@@ -40,6 +42,7 @@ TINY_SWEEP = """\
 name: tiny
 dataset: {name: digits, image_size: 8}
 train: {steps: 4}
+eval: {num_samples: 200, importance_samples: 4}
 energy: {idle_seconds: 0.3, warmup_steps: 2}
 width: 0.25
 latent_dim: 8

@@ -17,7 +17,8 @@ from tests.test_data import TRAIN_COUNT, idx_bytes, write_idx_dataset
 
 RECORD_KEYS = [
     "schema", "run_id", "status", "reason", "sweep", "config", "data", "timings", "train",
-    "flops_per_step", "energy", "carbon", "environment", "created_at",
+    "flops_per_step", "energy", "carbon", "quality", "quality_curve", "environment",
+    "created_at",
 ]
 
 
@@ -40,7 +41,7 @@ def test_point_trains_and_records(model: str, precision: str) -> None:
     assert set(losses) == ({"d_loss", "g_loss"} if model == "gan" else {"loss", "recon_nll", "kl"})
     assert all(isinstance(v, float) for v in losses.values())
     assert record["data"]["train_images"] == 1437 and record["data"]["test_images"] == 360
-    assert set(record["timings"]) == {"setup_s", "train_s", "eval_s"}
+    assert set(record["timings"]) == {"setup_s", "extractor_s", "train_s", "eval_s"}
     assert record["environment"]["accelerator"] == "cpu"
     assert record["environment"]["torch"] == torch.__version__
     assert_cpu_energy_record(record)

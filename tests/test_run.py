@@ -111,6 +111,7 @@ def test_a_diverging_point_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> 
 TINY_WITHOUT_TRAIN = """\
 name: tiny
 dataset: {name: digits, image_size: 8}
+eval: {num_samples: 200, importance_samples: 4}
 energy: {idle_seconds: 0.3, warmup_steps: 2}
 width: 0.25
 latent_dim: 8
@@ -241,9 +242,14 @@ def test_a_point_whose_process_is_killed_is_failed_and_the_sweep_goes_on(tmp_pat
     first_child = children_of(sweep.pid)[0]
     time.sleep(1.0)
     os.kill(first_child, signal.SIGKILL)
-    wait_for(lambda: any(c != first_child for c in children_of(sweep.pid)))
-    second_child = next(c for c in children_of(sweep.pid) if c != first_child)
-    os.kill(second_child, signal.SIGKILL)
+    others: list[int] = []
+
+    def second_started() -> bool:
+        others[:] = [c for c in children_of(sweep.pid) if c != first_child]
+        return bool(others)
+
+    wait_for(second_started)
+    os.kill(others[0], signal.SIGKILL)
     _, stderr = sweep.communicate(timeout=60)
 
     assert sweep.returncode == 1, stderr

@@ -23,6 +23,8 @@ def test_defaults_fill_a_minimal_sweep(tmp_path: Path) -> None:
         "model": "gan", "dataset": "digits", "image_size": 16, "precision": "32-true",
         "width": 1.0, "data_fraction": 1.0, "seed": 0, "repeat": 0, "latent_dim": 32,
         "batch_size": 64, "epochs": 1, "steps": None, "lr": 2e-4,
+        "eval": {"num_samples": 1000, "every_n_epochs": None, "target_kid": None,
+                 "min_extractor_accuracy": None, "importance_samples": 16},
     }
     assert spec.sweep == "minimal" and spec.dataset_root is None
 
@@ -75,11 +77,13 @@ def test_run_id_is_fixed_for_a_given_config() -> None:
         "model": "gan", "dataset": "digits", "image_size": 16, "precision": "32-true",
         "width": 1.0, "data_fraction": 1.0, "seed": 0, "repeat": 0, "latent_dim": 32,
         "batch_size": 64, "epochs": 1, "steps": None, "lr": 2e-4,
+        "eval": {"num_samples": 1000, "every_n_epochs": None, "target_kid": None,
+                 "min_extractor_accuracy": None, "importance_samples": 16},
     }
     same = [run_id({**config, "width": 1}), run_id(dict(reversed(config.items())))]
     assert same == [run_id(config)] * 2
     assert len(run_id(config)) == 12
-    assert run_id(config) == "d91a31ae766f"
+    assert run_id(config) == "5daf3cd1c533"
 
 
 def test_resolved_sweep_loads_back_to_the_same_points(tmp_path: Path) -> None:

@@ -142,6 +142,14 @@ class EnergyCallback(Callback):
             self._log(self._result["windows"], (EVAL, TOTAL))
         return self._result
 
+    def training_joules(self) -> float | None:
+        """Joules of ``warmup`` and ``train`` so far (None when not measurable)."""
+        if self.monitor is None:
+            return None
+        windows = self.monitor.result()["windows"]
+        parts = [windows[WARMUP]["total_j"], windows[TRAIN]["total_j"]]
+        return None if None in parts else sum(parts)
+
     def carbon(self) -> dict[str, Any]:
         """kWh and grams of CO2 of the ``total`` window, with the intensity used."""
         return self.carbon_intensity.footprint(self.result()["windows"][TOTAL]["total_j"])

@@ -103,14 +103,40 @@ class VAE(pl.LightningModule):
         dtype = _loss_dtype(x)
         mu, logvar = mu.to(dtype), logvar.to(dtype)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        mean = self.decode(z.to(x.dtype)).to(dtype)
-
-        log_sigma = self.log_sigma.to(dtype)
-        scaled = (x.to(dtype) - mean) * torch.exp(-log_sigma)
-        pixel_nll = 0.5 * scaled.square() + log_sigma + _HALF_LOG_2PI
-        recon_nll = pixel_nll.flatten(start_dim=1).sum(dim=1)
+        recon_nll = self.reconstruction_nll(x, self.decode(z.to(x.dtype)))
         kl = -0.5 * (1.0 + logvar - mu.square() - logvar.exp()).sum(dim=1)
         return recon_nll, kl
+
+    def reconstruction_nll(self, x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        """``-log p(x | z)`` per image, in nats, for likelihood means ``mean`` of the same shape
+        as ``x`` (or with extra leading dimensions); computed in float32 (float64 for float64)."""
+        dtype = _loss_dtype(x)
+        log_sigma = self.log_sigma.to(dtype)
+        scaled = (x.to(dtype) - mean.to(dtype)) * torch.exp(-log_sigma)
+        pixel_nll = 0.5 * scaled.square() + log_sigma + _HALF_LOG_2PI
+        return pixel_nll.flatten(start_dim=-3).sum(dim=-1)
+
+    @torch.no_grad()
+    def importance_nll(
+        self, x: torch.Tensor, k: int = 64, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """``-log p(x)`` per image in nats, estimated with ``k`` importance samples.
+
+        The importance-weighted bound of Burda et al. (2016): with ``z_i ~ q(z | x)``,
+        ``log p(x) >= log (1/k) sum_i p(x | z_i) p(z_i) / q(z_i | x)``, tighter as ``k`` grows
+        (``k = 1`` is the ELBO). The noise is drawn on the CPU from ``generator``.
+        """
+        mu, logvar = self.encode(x)
+        dtype = _loss_dtype(x)
+        mu, std = mu.to(dtype), torch.exp(0.5 * logvar.to(dtype))
+        eps = torch.randn((k, *mu.shape), generator=generator, dtype=dtype).to(mu.device)
+        z = mu + std * eps  # (k, B, L)
+        mean = self.decode(z.flatten(end_dim=1).to(x.dtype)).unflatten(0, (k, x.shape[0]))
+        log_likelihood = -self.reconstruction_nll(x, mean)  # (k, B)
+        log_prior = (-0.5 * z.square() - _HALF_LOG_2PI).sum(dim=-1)
+        log_posterior = (-0.5 * eps.square() - torch.log(std) - _HALF_LOG_2PI).sum(dim=-1)
+        log_weights = log_likelihood + log_prior - log_posterior
+        return math.log(k) - torch.logsumexp(log_weights, dim=0)
 
     def training_step(
         self, batch: tuple[torch.Tensor, ...], batch_idx: int
