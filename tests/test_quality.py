@@ -119,3 +119,15 @@ def test_low_extractor_accuracy_withholds_feature_metrics_but_not_the_run() -> N
     assert quality["withheld"].startswith("feature-space metrics withheld")
     assert "kid" not in quality["final"] and "nll_nats" in quality["final"]
     assert quality["extractor"]["id"].startswith("digits-16px-")
+
+
+def test_scoring_during_training_does_not_change_the_training() -> None:
+    # The curve's evaluations draw samples with their own seeded RNG inside fork_rng: the
+    # training they interrupt must come out bit for bit the same as without them.
+    plain = tiny_spec(model="gan", image_size=SIZE, steps=None, epochs=3, data_fraction=0.3)
+    curved = tiny_spec(model="gan", image_size=SIZE, steps=None, epochs=3, data_fraction=0.3,
+                       eval={**plain.config["eval"], "every_n_epochs": 1})
+    without, with_curve = run_point(plain).record, run_point(curved).record
+    assert len(with_curve["quality_curve"]) == 3 and len(without["quality_curve"]) == 1
+    assert with_curve["train"]["final_losses"] == without["train"]["final_losses"]
+    assert with_curve["quality"]["final"] == without["quality"]["final"]
