@@ -3,15 +3,18 @@ records stored atomically, resume, interruption (Ctrl-C and kill -9) and failure
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from greenbench.records import SCHEMA
 from tests.helpers import greenbench, read_records, write_sweep
@@ -147,11 +150,29 @@ def test_a_failing_point_is_recorded_exit_1_and_runs_again_next_time(tmp_path: P
     assert record["status"] == "ok"
 
 
-def start_sweep(cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "greenbench", "run", "sweep.yaml"],
-        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+@pytest.fixture
+def start_sweep() -> Iterator[Callable[[Path], subprocess.Popen]]:
+    """Start ``greenbench run sweep.yaml`` in the background; whatever a test leaves running
+    (the sweep, and any point process it started) is killed when the test ends."""
+    started: list[subprocess.Popen] = []
+
+    def start(cwd: Path) -> subprocess.Popen:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "greenbench", "run", "sweep.yaml"],
+            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        points = children_of(process.pid)
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        for pid in points:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def wait_for(condition, timeout: float = 120.0) -> None:
@@ -163,13 +184,16 @@ def wait_for(condition, timeout: float = 120.0) -> None:
 
 
 def children_of(pid: int) -> list[int]:
+    """The point processes (``python -m greenbench.child``) that ``pid`` started; not any other
+    short-lived child such as ``git``."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if int(fields[1]) == pid:
+        if int(fields[1]) == pid and b"greenbench.child" in command:
             found.append(int(stat.parent.name))
     return found
 
@@ -182,7 +206,9 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_kill_9_leaves_complete_records_and_the_next_run_resumes(tmp_path: Path) -> None:
+def test_kill_9_leaves_complete_records_and_the_next_run_resumes(
+    tmp_path: Path, start_sweep: Callable[[Path], subprocess.Popen]
+) -> None:
     write_sweep(tmp_path, FOUR_POINTS)
     records_dir = tmp_path / "runs" / "tiny" / "records"
     sweep = start_sweep(tmp_path)
@@ -210,7 +236,9 @@ def test_kill_9_leaves_complete_records_and_the_next_run_resumes(tmp_path: Path)
     assert not list((tmp_path / "runs" / "tiny" / ".tmp").iterdir())
 
 
-def test_ctrl_c_stops_the_point_and_says_how_to_resume(tmp_path: Path) -> None:
+def test_ctrl_c_stops_the_point_and_says_how_to_resume(
+    tmp_path: Path, start_sweep: Callable[[Path], subprocess.Popen]
+) -> None:
     write_sweep(tmp_path, FOUR_POINTS)
     records_dir = tmp_path / "runs" / "tiny" / "records"
     sweep = start_sweep(tmp_path)
@@ -233,7 +261,9 @@ def test_ctrl_c_stops_the_point_and_says_how_to_resume(tmp_path: Path) -> None:
     assert len(snapshot(records_dir)) == 4
 
 
-def test_a_point_whose_process_is_killed_is_failed_and_the_sweep_goes_on(tmp_path: Path) -> None:
+def test_a_point_whose_process_is_killed_is_failed_and_the_sweep_goes_on(
+    tmp_path: Path, start_sweep: Callable[[Path], subprocess.Popen]
+) -> None:
     # What an out-of-memory kill looks like from the parent: the point's process vanishes.
     write_sweep(tmp_path, "train: {steps: 100000}\ngrid:\n  seed: [0, 1]\n",
                 base=TINY_WITHOUT_TRAIN)
@@ -262,7 +292,9 @@ def test_a_point_whose_process_is_killed_is_failed_and_the_sweep_goes_on(tmp_pat
     assert "2 failed" in stderr
 
 
-def test_two_runs_of_one_sweep_cannot_write_the_same_folder(tmp_path: Path) -> None:
+def test_two_runs_of_one_sweep_cannot_write_the_same_folder(
+    tmp_path: Path, start_sweep: Callable[[Path], subprocess.Popen]
+) -> None:
     write_sweep(tmp_path, "train: {steps: 100000}\n", base=TINY_WITHOUT_TRAIN)
     first = start_sweep(tmp_path)
     try:
