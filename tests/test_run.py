@@ -206,15 +206,29 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_kill_9_leaves_complete_records_and_the_next_run_resumes(
+def four_points_one_recorded(
     tmp_path: Path, start_sweep: Callable[[Path], subprocess.Popen]
-) -> None:
+) -> tuple[subprocess.Popen, Path, int]:
+    """A four-point sweep running in the background with at least one point recorded and the
+    next point's process started: (the sweep, its records folder, that point's pid)."""
     write_sweep(tmp_path, FOUR_POINTS)
     records_dir = tmp_path / "runs" / "tiny" / "records"
     sweep = start_sweep(tmp_path)
     wait_for(lambda: records_dir.exists() and len(list(records_dir.iterdir())) >= 1)
-    wait_for(lambda: bool(children_of(sweep.pid)))  # the next point's process has started
-    child = children_of(sweep.pid)[0]
+    points: list[int] = []
+
+    def point_running() -> bool:
+        points[:] = children_of(sweep.pid)
+        return bool(points)
+
+    wait_for(point_running)
+    return sweep, records_dir, points[0]
+
+
+def test_kill_9_leaves_complete_records_and_the_next_run_resumes(
+    tmp_path: Path, start_sweep: Callable[[Path], subprocess.Popen]
+) -> None:
+    sweep, records_dir, child = four_points_one_recorded(tmp_path, start_sweep)
 
     sweep.send_signal(signal.SIGKILL)
     sweep.communicate(timeout=30)
@@ -239,12 +253,7 @@ def test_kill_9_leaves_complete_records_and_the_next_run_resumes(
 def test_ctrl_c_stops_the_point_and_says_how_to_resume(
     tmp_path: Path, start_sweep: Callable[[Path], subprocess.Popen]
 ) -> None:
-    write_sweep(tmp_path, FOUR_POINTS)
-    records_dir = tmp_path / "runs" / "tiny" / "records"
-    sweep = start_sweep(tmp_path)
-    wait_for(lambda: records_dir.exists() and len(list(records_dir.iterdir())) >= 1)
-    wait_for(lambda: bool(children_of(sweep.pid)))
-    child = children_of(sweep.pid)[0]
+    sweep, records_dir, child = four_points_one_recorded(tmp_path, start_sweep)
 
     sweep.send_signal(signal.SIGINT)
     _, stderr = sweep.communicate(timeout=30)
