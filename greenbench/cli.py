@@ -47,6 +47,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true",
                      help="list the points and which would run; write nothing")
     run.set_defaults(handler=_run)
+
+    report = commands.add_parser(
+        "report", help="quality-versus-energy tables, Pareto fronts, savings and plots",
+        description="Summarise the records of one or more sweep folders into report.md, "
+        "report.html, results.csv, results.parquet and plots. Runs no model.",
+    )
+    report.add_argument("run_dirs", nargs="*", type=Path, metavar="RUN_DIR",
+                        help="sweep folders (default: the most recently modified under runs/)")
+    report.add_argument("--out", type=Path, help="output folder (default: reports/<sweep>/)")
+    report.add_argument("--baseline", metavar="KEY=VALUE,...",
+                        help="the configuration savings are measured against "
+                        "(default: precision=32-true,width=1,data_fraction=1)")
+    report.set_defaults(handler=_report)
     return parser
 
 
@@ -79,6 +92,25 @@ def _run(args: argparse.Namespace) -> int:
     progress.note(f"{sweep.name}: {counts} ({outcome.ran} run now); "
                   f"records in {outcome.directory / 'records'}")
     return EXIT_FAILED if outcome.failed else EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    from greenbench import results
+    from greenbench.report import builder, tables
+
+    folders = results.sweep_directories(args.run_dirs)
+    try:
+        baseline = tables.parse_baseline(args.baseline, list(tables.GROUP_KEYS))
+    except ValueError as error:
+        raise UserError(f"--baseline: {error}") from None
+    out_dir = args.out or builder.default_out_dir(folders)
+    try:
+        written = builder.build(folders, out_dir, baseline)
+    except OSError as error:
+        raise UserError(f"{out_dir}: cannot write the report ({error.strerror})") from None
+    print(f"wrote {len(written)} files to {out_dir}: open {out_dir / 'report.html'}, "
+          f"or paste {out_dir / 'report.md'} into a pull request")
+    return EXIT_OK
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -1,0 +1,202 @@
+"""The numbers of a report: configurations summarised over runs, Pareto marks, savings.
+
+``summarise`` groups the ok runs of the results table by configuration (every config axis but
+``seed`` and ``repeat``: those are what the runs of one configuration vary over) and gives, for
+each metric, the mean, the standard deviation and the half-width of a 95 % Student-t
+confidence interval (NaN with a single run: one run has no interval, and none is invented). Runs
+that did not end ok are counted by status, never averaged in. ``savings`` compares each
+configuration with the baseline configuration of the same model, as ratios with intervals.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+GROUP_KEYS = (
+    "model", "dataset", "image_size", "precision", "width", "data_fraction", "latent_dim",
+    "batch_size", "epochs", "steps", "lr",
+)
+LABEL_KEYS = ("model", "precision", "width", "data_fraction")  # always in a label
+METRICS = (
+    "energy_train_j", "energy_train_net_j", "energy_eval_j", "energy_total_j",
+    "j_per_1k_samples", "kwh", "gco2", "duration_train_s", "flops_per_step", "kid", "fid",
+    "sample_precision", "sample_recall", "density", "coverage", "memorisation", "nll_nats",
+    "nll_bits_per_dim", "best_kid", "energy_to_quality_j",
+)
+NOT_OK = ("skipped", "diverged", "failed")
+DEFAULT_BASELINE = {"precision": "32-true", "width": 1.0, "data_fraction": 1.0}
+CONFIDENCE = 0.95
+
+
+def group_keys(results: pd.DataFrame) -> list[str]:
+    """The configuration keys; split by feature extractor when the runs used several."""
+    keys = [key for key in GROUP_KEYS if key in results]
+    if results.get("extractor_id") is not None and results["extractor_id"].nunique() > 1:
+        keys.append("extractor_id")
+    return keys
+
+
+def summarise(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration; see the module docstring."""
+    keys = group_keys(results)
+    rows = []
+    for values, runs in results.groupby(keys, dropna=False, sort=True):
+        ok = runs[runs["status"] == "ok"]
+        row: dict[str, Any] = dict(zip(keys, values, strict=True))
+        row["run_ids"] = list(runs["run_id"])
+        row["n"] = len(ok)
+        for status in NOT_OK:
+            row[f"n_{status}"] = int((runs["status"] == status).sum())
+        row["reasons"] = "; ".join(sorted({str(r) for r in runs["reason"].dropna()}))
+        for metric in METRICS:
+            row.update(_statistics(metric, ok[metric] if metric in ok else pd.Series()))
+        row["measured"] = bool(len(ok)) and bool(ok["energy_measured"].fillna(False).all())
+        row["sources"] = _sources(ok)
+        rows.append(row)
+    summary = pd.DataFrame(rows)
+    summary["label"] = _labels(summary, keys)
+    summary["pareto"] = pareto(summary)
+    return summary
+
+
+def _statistics(metric: str, values: pd.Series) -> dict[str, float]:
+    values = pd.to_numeric(values, errors="coerce").dropna()
+    n = len(values)
+    mean = float(values.mean()) if n else math.nan
+    sd = float(values.std(ddof=1)) if n > 1 else math.nan
+    ci = confidence_half_width(sd, n)
+    return {f"{metric}_mean": mean, f"{metric}_sd": sd, f"{metric}_ci": ci, f"{metric}_n": n}
+
+
+def confidence_half_width(sd: float, n: int, confidence: float = CONFIDENCE) -> float:
+    """Half-width of the Student-t interval of a mean of ``n`` values; NaN for ``n < 2``."""
+    if n < 2 or not math.isfinite(sd):
+        return math.nan
+    return float(stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n))
+
+
+def _sources(ok: pd.DataFrame) -> str:
+    if ok.empty:
+        return ""
+    parts = []
+    for component in ("gpu", "cpu", "ram"):
+        found = sorted({s for s in ok[f"source_{component}"].dropna() if s != "unavailable"})
+        if found:
+            parts.append(f"{component}: {', '.join(found)}")
+    return "; ".join(parts) or "unavailable"
+
+
+def _labels(summary: pd.DataFrame, keys: list[str]) -> list[str]:
+    """Short names: model, precision, width and fraction, plus whatever else varies between
+    configurations of the same model (and the dataset when there are several)."""
+    extra = [k for k in keys if k not in LABEL_KEYS and k not in ("model", "dataset")]
+    varying = {
+        key for key in extra
+        if (summary.groupby("model", dropna=False)[key].nunique(dropna=False) > 1).any()
+    }
+    datasets = summary["dataset"].nunique(dropna=False) > 1
+    labels = []
+    for _, row in summary.iterrows():
+        parts = [str(row["model"])] + ([str(row["dataset"])] if datasets else [])
+        parts += [str(row["precision"]), f"w={_number(row['width'])}",
+                  f"f={_number(row['data_fraction'])}"]
+        parts += [f"{key}={_number(row[key])}" for key in extra
+                  if key in varying and key != "extractor_id"]
+        if "extractor_id" in varying:
+            parts.append(f"extractor {str(row['extractor_id'])[-8:]}")
+        labels.append(" ".join(parts))
+    return labels
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:g}"
+    return str(value)
+
+
+def pareto(summary: pd.DataFrame) -> pd.Series:
+    """True where no configuration of the same model and dataset has both lower training
+    energy and lower (better) KID; NaN where either number is missing."""
+    marks = pd.Series(np.nan, index=summary.index, dtype=object)
+    scope = [k for k in ("model", "dataset", "image_size", "extractor_id") if k in summary]
+    for _, group in summary.groupby(scope, dropna=False):
+        scored = group.dropna(subset=["energy_train_j_mean", "kid_mean"])
+        energy, kid = scored["energy_train_j_mean"], scored["kid_mean"]
+        for index in scored.index:
+            others = scored.index != index
+            dominated = (
+                (energy[others] <= energy[index]) & (kid[others] <= kid[index])
+                & ((energy[others] < energy[index]) | (kid[others] < kid[index]))
+            ).any()
+            marks[index] = not dominated
+    return marks
+
+
+def savings(summary: pd.DataFrame, baseline: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Each configuration against the baseline of the same model (and everything else the
+    baseline does not set): ratios of mean training energy and of mean KID, with 95 % intervals
+    where both sides have at least two runs."""
+    baseline = DEFAULT_BASELINE if baseline is None else baseline
+    keys = [k for k in (*GROUP_KEYS, "extractor_id") if k in summary and k not in baseline]
+    rows = []
+    for _, row in summary.iterrows():
+        match = summary
+        for key in keys:
+            match = match[_same(match[key], row[key])]
+        for key, value in baseline.items():
+            match = match[_same(match[key], value)]
+        base = match.iloc[0] if len(match) else None
+        entry = {"label": row["label"], "baseline": None if base is None else base["label"]}
+        for metric in ("energy_train_j", "kid"):
+            entry.update(_ratio(metric, row, base))
+        rows.append(entry)
+    return pd.DataFrame(rows)
+
+
+def _same(column: pd.Series, value: Any) -> pd.Series:
+    if isinstance(value, float) and math.isnan(value):
+        return column.isna()
+    return column == value
+
+
+def _ratio(metric: str, row: pd.Series, base: pd.Series | None) -> dict[str, float]:
+    out = {f"{metric}_ratio": math.nan, f"{metric}_ratio_low": math.nan,
+           f"{metric}_ratio_high": math.nan}
+    if base is None:
+        return out
+    a, b = row[f"{metric}_mean"], base[f"{metric}_mean"]
+    if not (math.isfinite(a) and math.isfinite(b)) or a <= 0 or b <= 0:
+        return out
+    out[f"{metric}_ratio"] = a / b
+    n_a, n_b = row[f"{metric}_n"], base[f"{metric}_n"]
+    if n_a >= 2 and n_b >= 2:
+        # Delta method on the log of the ratio of two independent means.
+        se = math.sqrt((row[f"{metric}_sd"] / a) ** 2 / n_a + (base[f"{metric}_sd"] / b) ** 2 / n_b)
+        t = stats.t.ppf(0.5 + CONFIDENCE / 2, min(n_a, n_b) - 1)
+        out[f"{metric}_ratio_low"] = a / b * math.exp(-t * se)
+        out[f"{metric}_ratio_high"] = a / b * math.exp(t * se)
+    return out
+
+
+def parse_baseline(text: str | None, columns: list[str]) -> dict[str, Any] | None:
+    """``precision=32-true,width=1`` into a baseline selection; numbers become floats."""
+    if not text:
+        return None
+    selection: dict[str, Any] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise ValueError(f"{part!r} is not KEY=VALUE")
+        if key not in GROUP_KEYS or key not in columns:
+            raise ValueError(f"{key!r} is not a configuration key ({', '.join(GROUP_KEYS)})")
+        try:
+            selection[key] = float(value)
+        except ValueError:
+            selection[key] = value
+    return selection

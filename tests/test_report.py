@@ -1,0 +1,83 @@
+"""`greenbench report` end to end: a real sweep, then the command, and its errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from tests.helpers import TINY_SWEEP, greenbench, write_sweep
+
+# Like the quickstart (both models, several precisions) on tiny budgets, with a curve, skipped
+# points (16-mixed on a CPU) and a description that tries to run a script.
+SWEEP = TINY_SWEEP.replace("name: tiny", (
+    "name: tiny\ndescription: '<script>alert(1)</script> & friends'"
+)).replace("eval: {num_samples: 200, importance_samples: 4}", (
+    "eval: {num_samples: 200, importance_samples: 4, every_n_epochs: 1}"
+)).replace("train: {steps: 4}", "train: {epochs: 2}")+ """\
+data_fraction: 0.1
+grid:
+  model: [gan, vae]
+  precision: [32-true, bf16-mixed, 16-mixed]
+"""
+
+
+def test_sweep_then_report_writes_every_file(tmp_path: Path) -> None:
+    write_sweep(tmp_path, base=SWEEP)
+    assert greenbench("run", "sweep.yaml", cwd=tmp_path).returncode == 0
+
+    done = greenbench("report", cwd=tmp_path)  # no argument: the latest sweep under runs/
+
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "reports" / "tiny"
+    for name in ("report.md", "report.html", "results.csv", "results.parquet",
+                 "kid_vs_energy.png", "kid_vs_energy.svg", "energy_breakdown.png",
+                 "energy_breakdown.svg", "kid_curves.png", "kid_curves.svg"):
+        assert (out / name).stat().st_size > 0, name
+    assert "reports/tiny/report.html" in done.stdout
+
+    markdown = (out / "report.md").read_text()
+    energy = markdown.split("## Energy and cost", 1)[1].split("##", 1)[0]
+    rows = [line for line in energy.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 1 + 6  # header + one row per configuration (2 models x 3 precisions)
+    assert "0, 1 skipped" in energy  # the 16-mixed points: counted, not averaged
+    assert "estimated: cpu: codecarbon_cpu_load_estimate" in energy.replace("\\_", "_")
+    assert "Energy is ESTIMATED" in markdown
+
+    results = pd.read_parquet(out / "results.parquet")
+    assert len(results) == 6 and set(results["status"]) == {"ok", "skipped"}
+    assert pd.read_csv(out / "results.csv")["run_id"].tolist() == results["run_id"].tolist()
+
+    html = (out / "report.html").read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; friends" in html
+    assert not re.search(r"<script", html, re.IGNORECASE)
+
+
+def test_report_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    cases = {
+        ("report",): "runs: no sweep results here",
+        ("report", "nowhere"): "nowhere: not a sweep folder",
+    }
+    (tmp_path / "empty" / "records").mkdir(parents=True)
+    cases[("report", "empty")] = "empty: no records yet"
+    for args, expected in cases.items():
+        done = greenbench(*args, cwd=tmp_path)
+        assert done.returncode == 2, args
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {expected}"), lines
+        assert "Traceback" not in done.stderr
+    assert not (tmp_path / "reports").exists()
+
+
+def test_bad_baseline_is_a_user_error(tmp_path: Path) -> None:
+    write_sweep(tmp_path)
+    assert greenbench("run", "sweep.yaml", cwd=tmp_path).returncode == 0
+    done = greenbench("report", "runs/tiny", "--baseline", "colour=red", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: --baseline: 'colour' is not a configuration key")
+    assert not (tmp_path / "reports").exists()
+    done = greenbench("report", "runs/tiny", "--baseline", "precision=bf16-mixed",
+                      "--out", "elsewhere", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "elsewhere" / "report.html").exists()
