@@ -8,6 +8,7 @@ monotonic, so best and final are both reported).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,7 @@ class QualityCurve(Callback):
         self.every_n_epochs = every_n_epochs
         self.points: list[dict[str, Any]] = []  # {"epoch", "step", "train_j", "scores"}
         self.epochs_ended = 0  # a budget in steps may end the last epoch early; it counts
+        self.seconds = 0.0  # wall time spent scoring, all points together
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.epochs_ended += 1
@@ -41,8 +43,10 @@ class QualityCurve(Callback):
 
     def add(self, module: LightningModule, epoch: int, step: int) -> dict[str, Any]:
         """Score ``module`` now, as ``eval`` energy, and append the point."""
+        started = time.perf_counter()
         with self.energy.eval_window():
             scores = self.score(module)
+        self.seconds += time.perf_counter() - started
         point = {"epoch": epoch, "step": step, "train_j": self.energy.training_joules(),
                  "scores": scores}
         self.points.append(point)
