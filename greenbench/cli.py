@@ -60,6 +60,33 @@ def _parser() -> argparse.ArgumentParser:
                         help="the configuration savings are measured against "
                         "(default: precision=32-true,width=1,data_fraction=1)")
     report.set_defaults(handler=_report)
+
+    check = commands.add_parser(
+        "check", help="fail CI when an energy budget is broken",
+        description="Check the results of a sweep against the rules of a budgets file. Exit 0 "
+        "when every rule passes (INCONCLUSIVE too, unless --strict), 1 when one fails, 2 for a "
+        "bad budgets file or a rule that selects no runs.",
+    )
+    check.add_argument("budgets", type=Path, metavar="BUDGETS.yaml")
+    check.add_argument("run_dir", type=Path, nargs="?", metavar="RUN_DIR",
+                       help="the sweep folder (default: the most recently modified under runs/)")
+    check.add_argument("--baseline", type=Path, metavar="RESULTS.csv",
+                       help="stored results (a report's results.csv) for ratio rules without "
+                       "relative_to")
+    check.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML")
+    check.add_argument("--strict", action="store_true", help="INCONCLUSIVE fails too")
+    check.set_defaults(handler=_check)
+
+    calibrate = commands.add_parser(
+        "calibrate", help="measure this machine's run-to-run spread for budget tolerances",
+        description="Run every point of a sweep several times and write the run-to-run "
+        "variation of each metric to calibration.json; check warns about tolerances below it.",
+    )
+    calibrate.add_argument("sweep", type=Path, help="the sweep file (YAML)")
+    calibrate.add_argument("--repeats", type=int, default=5, help="runs per point (default 5)")
+    calibrate.add_argument("--out", type=Path,
+                           help="where to write (default: calibration.json beside the sweep)")
+    calibrate.set_defaults(handler=_calibrate)
     return parser
 
 
@@ -110,6 +137,64 @@ def _report(args: argparse.Namespace) -> int:
         raise UserError(f"{out_dir}: cannot write the report ({error.strerror})") from None
     print(f"wrote {len(written)} files to {out_dir}: open {out_dir / 'report.html'}, "
           f"or paste {out_dir / 'report.md'} into a pull request")
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    import os
+
+    from greenbench import budget, calibrate, results, verdicts
+
+    folders = results.sweep_directories([args.run_dir] if args.run_dir else [])
+    frame = results.load(folders)
+    columns = [c for c in frame if _numeric_column(frame[c])]
+    rules = budget.load_budgets(args.budgets, columns)
+    baseline = _stored_results(args.baseline) if args.baseline else None
+    decided = budget.evaluate(rules, frame, baseline)
+    where = args.budgets.parent / calibrate.FILE_NAME
+    warnings = calibrate.warnings_for(rules, calibrate.read(where), where)
+    print(verdicts.terminal(decided, warnings))
+    title = f"greenbench check: {args.budgets.name} on {', '.join(f.name for f in folders)}"
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        with open(step_summary, "a", encoding="utf-8") as summary:
+            summary.write(verdicts.markdown(decided, title, warnings))
+    if args.junit:
+        args.junit.write_text(verdicts.junit(decided, args.strict), encoding="utf-8")
+    failing = {budget.FAIL, budget.INCONCLUSIVE} if args.strict else {budget.FAIL}
+    return EXIT_FAILED if any(v.result in failing for v in decided) else EXIT_OK
+
+
+def _numeric_column(column) -> bool:
+    import pandas as pd
+
+    return bool(pd.to_numeric(column, errors="coerce").notna().any())
+
+
+def _stored_results(path: Path):
+    import pandas as pd
+
+    try:
+        stored = pd.read_csv(path)
+    except (OSError, ValueError) as error:
+        raise UserError(f"--baseline: {path} cannot be read as results ({error})") from None
+    if "status" not in stored:
+        raise UserError(f"--baseline: {path} is not a results file (no status column)")
+    return stored
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from greenbench.calibrate import calibrate
+    from greenbench.progress import SweepProgress
+
+    progress = SweepProgress()
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        written = calibrate(args.sweep, args.repeats, args.out, progress)
+    except KeyboardInterrupt:
+        progress.note("interrupted; run the same command again to resume")
+        return EXIT_INTERRUPTED
+    progress.note(f"wrote {written}")
     return EXIT_OK
 
 

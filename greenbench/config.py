@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -189,10 +188,11 @@ def _field_names(schema: type[BaseModel], loc: tuple) -> list[str]:
 
 
 def _as_model(annotation: Any) -> type[BaseModel] | None:
+    """The schema an annotation holds: itself, or inside ``X | None``, ``list[X]``, ..."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        for arg in typing.get_args(annotation):
-            if isinstance(arg, type) and issubclass(arg, BaseModel):
-                return arg
+    for arg in typing.get_args(annotation):
+        model = _as_model(arg)
+        if model is not None:
+            return model
     return None

@@ -17,7 +17,7 @@ T_975_2 = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom
 def record(run_id: str, model: str = "gan", precision: str = "32-true", width: float = 1.0,
            seed: int = 0, status: str = "ok", train_j: float | None = 100.0,
            kid: float | None = 0.5, measured: bool = False, extractor: str = "digits-16px-r1-a",
-           reason: str | None = None) -> dict:
+           reason: str | None = None, flops: int | None = None) -> dict:
     """A record shaped like greenbench's, with only what the report reads filled in."""
     ok = status == "ok"
     source = "nvml_energy_counter" if measured else "codecarbon_cpu_load_estimate"
@@ -35,6 +35,7 @@ def record(run_id: str, model: str = "gan", precision: str = "32-true", width: f
             "components": {"gpu": {"joules": None, "source": "unavailable"},
                            "cpu": {"joules": train_j, "source": source}}}}} if ok else None,
         "quality": {"final": {"kid": kid}, "extractor": {"id": extractor}} if ok else None,
+        "flops_per_step": flops if ok else None,
     }
 
 

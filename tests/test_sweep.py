@@ -113,7 +113,9 @@ def test_errors_are_user_errors_with_the_file_name(tmp_path: Path) -> None:
         sweep_from(tmp_path, "name: x\nwidth: -1\n")
 
 
-@pytest.mark.parametrize("name", ["quickstart.yaml", "gpu.yaml", "eval_cost.yaml"])
+@pytest.mark.parametrize(
+    "name", ["quickstart.yaml", "gpu.yaml", "eval_cost.yaml", "ci.yaml"]
+)
 def test_committed_sweeps_are_valid(name: str) -> None:
     path = Path(__file__).resolve().parent.parent / "benchmarks" / name
     assert expand(load_sweep(path))
