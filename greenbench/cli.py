@@ -46,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="run every point again, even if recorded")
     run.add_argument("--dry-run", action="store_true",
                      help="list the points and which would run; write nothing")
+    run.add_argument("--executor", choices=("local", "ray"),
+                     help="where points run (default: the sweep's executor.kind, else local)")
+    run.add_argument("--address", help="ray: the cluster to join ('auto' or host:port; "
+                     "default: the sweep's executor.address, else a Ray instance started here)")
     run.set_defaults(handler=_run)
 
     report = commands.add_parser(
@@ -91,12 +95,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from greenbench.executors import LocalExecutor
+    from greenbench.executors import make_executor
     from greenbench.progress import SweepProgress
     from greenbench.runner import plan, run_sweep
     from greenbench.sweep import load_sweep
 
     sweep = load_sweep(args.sweep)
+    overrides = {key: value for key, value in (("kind", args.executor), ("address", args.address))
+                 if value is not None}
+    if args.address is not None and (args.executor or sweep.executor.kind) != "ray":
+        raise UserError("--address: only the ray executor joins a cluster (add --executor ray)")
+    executor_settings = sweep.executor.model_copy(update=overrides)
     if args.dry_run:
         points = plan(sweep, args.force)
         waiting = {spec.run_id for spec in points.to_run}
@@ -110,7 +119,8 @@ def _run(args: argparse.Namespace) -> int:
     progress = SweepProgress()
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops as cleanly as Ctrl-C
     try:
-        outcome = run_sweep(sweep, LocalExecutor(), progress, force=args.force)
+        executor = make_executor(executor_settings)
+        outcome = run_sweep(sweep, executor, progress, force=args.force)
     except KeyboardInterrupt:
         progress.note(f"interrupted; finished points are stored in {sweep.directory}. "
                       "Run the same command again to resume.")

@@ -1,9 +1,12 @@
 """Executors run points and hand back their results; the runner alone stores them.
 
-``LocalExecutor`` runs each point in a fresh Python process on this machine: a crash or an
-out-of-memory kill takes down that point only, every point starts with clean accelerator state,
-and the energy a process draws belongs to one run. A point whose process dies without a record
-is recorded ``failed`` with how it died and the last line it printed.
+An executor has one method, ``run_all(specs, progress)``, that yields ``(spec, result)`` pairs as
+points finish. ``LocalExecutor`` runs each point in a fresh Python process on this machine, one at
+a time: a crash or an out-of-memory kill takes down that point only, every point starts with
+clean accelerator state, and the energy a process draws belongs to one run. A point whose process
+dies without a record is recorded ``failed`` with how it died and the last line it printed.
+``RayExecutor`` (``greenbench.ray_executor``, the ``ray`` extra) runs the same point processes as
+Ray tasks across a cluster; ``make_executor`` picks one from the sweep's ``executor`` section.
 """
 
 from __future__ import annotations
@@ -11,16 +14,19 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from greenbench import environment
+from greenbench.errors import UserError
+from greenbench.progress import SweepProgress
 from greenbench.records import FAILED, PointResult, finish, new_record
-from greenbench.sweep import RunSpec
+from greenbench.sweep import ExecutorSection, RunSpec
 
 
 class LocalExecutor:
@@ -31,6 +37,14 @@ class LocalExecutor:
     def __init__(self, python: str = sys.executable, poll_s: float = 0.5):
         self.python = python
         self.poll_s = poll_s
+
+    def run_all(
+        self, specs: list[RunSpec], progress: SweepProgress
+    ) -> Iterator[tuple[RunSpec, PointResult]]:
+        """Run the points one after the other, yielding each result as it is ready."""
+        for spec in specs:
+            progress.begin_point(spec)
+            yield spec, self.run(spec, on_wait=progress.refresh)
 
     def run(self, spec: RunSpec, on_wait: Callable[[], None] | None = None) -> PointResult:
         """Run one point to its end; ``on_wait`` is called every ``poll_s`` while it runs."""
@@ -58,6 +72,7 @@ class LocalExecutor:
             if result is None:
                 result = _died(spec, process.returncode, output)
         result.record["timings"]["process_s"] = round(time.monotonic() - started, 3)
+        result.record.update(executor=self.name, node=socket.gethostname(), node_concurrency=1)
         result.files[f"logs/{spec.run_id}.log"] = output
         return result
 
@@ -123,3 +138,18 @@ def _stop(process: subprocess.Popen, grace_s: float = 5.0) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def make_executor(settings: ExecutorSection):
+    """The executor a sweep asks for: local, or Ray when the ``ray`` extra is installed."""
+    if settings.kind == "local":
+        return LocalExecutor()
+    try:
+        from greenbench.ray_executor import RayExecutor
+    except ImportError as error:
+        if error.name is not None and error.name.split(".")[0] != "ray":
+            raise
+        raise UserError(
+            "executor: ray needs Ray, which is not installed: pip install 'greenbench[ray]'"
+        ) from None
+    return RayExecutor(settings)

@@ -1,8 +1,9 @@
 """What a sweep prints while it runs: one line per finished point, and a live status line.
 
 Every finished point gets a permanent line (``[3/8] ok  gan 32-true w=0.5 ... 14.2 s``) with
-the elapsed time and an estimate of what is left. On a terminal, a second line shows the running
-point and its clock, redrawn in place; in a log file only the permanent lines appear.
+the elapsed time and an estimate of what is left (from the rate at which points have finished,
+so it holds when an executor runs several at once). On a terminal, a second line shows what is
+running and for how long, redrawn in place; in a log file only the permanent lines appear.
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ class SweepProgress:
         self.total = 0
         self.done = 0
         self._started = 0.0
-        self._point_started = 0.0
-        self._point_label = ""
-        self._durations: list[float] = []
+        self._running: dict[str, tuple[str, float]] = {}  # run_id -> (label, started)
+        self._finished_here = 0  # points this invocation has finished
         self._live_line = False
 
     def start(self, name: str, directory: str, total: int, to_run: int) -> None:
@@ -33,24 +33,27 @@ class SweepProgress:
         self._print(f"{name}: {total} points{recorded}, {to_run} to run; results in {directory}")
 
     def begin_point(self, spec: RunSpec) -> None:
-        self._point_started = time.monotonic()
-        self._point_label = spec.label
+        self._running[spec.run_id] = (spec.label, time.monotonic())
         self.refresh()
 
     def refresh(self) -> None:
         """Redraw the live line (a terminal only)."""
-        if not self.live:
+        if not self.live or not self._running:
             return
-        running = _clock(time.monotonic() - self._point_started)
+        (label, started), *others = self._running.values()
+        what = f"{label}  {_clock(time.monotonic() - started)}"
+        if others:
+            what = f"{len(self._running)} points, first {what}"
         self._clear_live()
-        self.stream.write(f"  running {self._point_label}  {running}  ({self._timing(True)})")
+        self.stream.write(f"  running {what}  ({self._timing()})")
         self.stream.flush()
         self._live_line = True
 
     def end_point(self, spec: RunSpec, record: dict[str, Any]) -> None:
-        seconds = time.monotonic() - self._point_started
-        self._durations.append(seconds)
+        _, started = self._running.pop(spec.run_id, (spec.label, time.monotonic()))
+        seconds = time.monotonic() - started
         self.done += 1
+        self._finished_here += 1
         status = record["status"]
         reason = f"  ({record['reason']})" if record.get("reason") else ""
         self._print(
@@ -61,17 +64,15 @@ class SweepProgress:
     def note(self, message: str) -> None:
         self._print(message)
 
-    def _timing(self, running: bool = False) -> str:
-        elapsed = _clock(time.monotonic() - self._started)
+    def _timing(self) -> str:
+        elapsed_s = time.monotonic() - self._started
+        elapsed = _clock(elapsed_s)
         left = self.total - self.done
         if not left:
             return f"elapsed {elapsed}"
-        if not self._durations:
+        if not self._finished_here:
             return f"elapsed {elapsed}, ETA --"
-        eta = left * sum(self._durations) / len(self._durations)
-        if running:  # the running point is part of what is left; count its progress
-            eta = max(0.0, eta - (time.monotonic() - self._point_started))
-        return f"elapsed {elapsed}, ETA {_clock(eta)}"
+        return f"elapsed {elapsed}, ETA {_clock(left * elapsed_s / self._finished_here)}"
 
     def _print(self, line: str) -> None:
         self._clear_live()

@@ -3,13 +3,16 @@
 Every record has the same top-level keys, in this order::
 
     schema, run_id, status, reason, sweep, config, data, timings, train, flops_per_step,
-    energy, carbon, quality, quality_curve, environment, created_at
+    energy, carbon, quality, quality_curve, executor, node, node_concurrency, environment,
+    created_at
 
 ``status`` is one of ``STATUSES``; ``reason`` says why when it is not ``ok``. Units live in key
 names (``train_s``, ``samples_seen``, ``total_j``). ``energy`` holds the windows measured by the
 ``EnergyCallback`` (every figure with its source), ``carbon`` the grams of CO2 of the ``total``
 window with the intensity used, ``quality`` the sample-quality scores at the end and at the best
-point of ``quality_curve``. ``schema`` is raised when a key changes meaning.
+point of ``quality_curve``. ``executor`` (``local`` or ``ray``), ``node`` (the host that ran the
+point) and ``node_concurrency`` (how many points shared that host while it ran) say where the
+energy was drawn. ``schema`` is raised when a key changes meaning.
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ def new_record(run_id: str, sweep: str, config: dict[str, Any]) -> dict[str, Any
         "carbon": None,
         "quality": None,
         "quality_curve": None,
+        "executor": None,
+        "node": None,
+        "node_concurrency": None,
         "environment": None,
         "created_at": None,
     }

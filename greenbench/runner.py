@@ -9,6 +9,8 @@ point is complete). A point recorded ``ok``, ``skipped`` or ``diverged`` is not 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -22,7 +24,9 @@ from greenbench.sweep import RunSpec, Sweep, expand
 class Executor(Protocol):
     name: str
 
-    def run(self, spec: RunSpec, on_wait=None) -> PointResult: ...
+    def run_all(
+        self, specs: list[RunSpec], progress: SweepProgress
+    ) -> Iterator[tuple[RunSpec, PointResult]]: ...
 
 
 @dataclass(frozen=True)
@@ -72,13 +76,17 @@ def run_sweep(
             if s.run_id in points.records
         }
         progress.start(sweep.name, str(store.directory), len(points.specs), len(points.to_run))
-        for spec in points.to_run:
-            progress.begin_point(spec)
-            result = executor.run(spec, on_wait=progress.refresh)
-            for relative, content in result.files.items():
-                folder, name = relative.split("/", 1)
-                store.write_file(folder, name, content)
-            store.write_record(spec.run_id, to_json(result.record))
-            statuses[spec.run_id] = result.record["status"]
-            progress.end_point(spec, result.record)
+        with closing(executor.run_all(points.to_run, progress)) as finished:
+            for spec, result in finished:
+                _store(store, spec, result)
+                statuses[spec.run_id] = result.record["status"]
+                progress.end_point(spec, result.record)
     return SweepOutcome(store.directory, statuses, len(points.to_run))
+
+
+def _store(store: SweepStore, spec: RunSpec, result: PointResult) -> None:
+    """Files first, the record last: a record's presence means its point is complete."""
+    for relative, content in result.files.items():
+        folder, name = relative.split("/", 1)
+        store.write_file(folder, name, content)
+    store.write_record(spec.run_id, to_json(result.record))

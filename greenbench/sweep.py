@@ -121,6 +121,16 @@ class CarbonSection(StrictModel):
         return self
 
 
+class ExecutorSection(StrictModel):
+    """Where points run; not part of a point's run_id."""
+
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = None  # ray: None starts Ray here; "auto" or host:port joins a cluster
+    gpus_per_point: _number(float, ge=0) | None = None  # ray: default 1 with GPUs, 0 without
+    cpus_per_point: _number(float, gt=0) = 1.0
+    exclusive_node: bool = False  # ray: one point per node, so CPU and RAM energy is its own
+
+
 class Grid(StrictModel):
     model: _axis(ModelName) = None
     precision: _axis(Precision) = None
@@ -149,6 +159,7 @@ class Sweep(StrictModel):
     eval: EvalSection = EvalSection()
     energy: EnergySection = EnergySection()
     carbon: CarbonSection = CarbonSection()
+    executor: ExecutorSection = ExecutorSection()
     model: ModelName = "gan"
     precision: Precision = "32-true"
     width: Width = 1.0

@@ -17,8 +17,8 @@ from tests.test_data import TRAIN_COUNT, idx_bytes, write_idx_dataset
 
 RECORD_KEYS = [
     "schema", "run_id", "status", "reason", "sweep", "config", "data", "timings", "train",
-    "flops_per_step", "energy", "carbon", "quality", "quality_curve", "environment",
-    "created_at",
+    "flops_per_step", "energy", "carbon", "quality", "quality_curve", "executor", "node",
+    "node_concurrency", "environment", "created_at",
 ]
 
 

@@ -1,0 +1,167 @@
+"""Run sweep points as Ray tasks across a cluster, one point per GPU; the driver alone stores.
+
+Each point is one Ray task in a fresh worker process (``max_calls=1``: nothing carries over from
+one point to the next). The task runs exactly what the local executor runs, ``python -m
+greenbench.child`` in its own process, and returns the record and files; the driver (the
+``greenbench run`` process) gathers them as tasks finish and writes the store, so resume,
+``--force``, atomic records, exit codes and the progress line behave as with the local executor.
+greenbench schedules nothing itself: Ray places tasks by the resources they ask for
+(``gpus_per_point``, ``cpus_per_point``). A task whose worker dies (killed, out of memory) is
+retried once by Ray, then recorded ``failed`` with the reason.
+
+Energy attribution: GPU energy is per device and exact. CPU and RAM energy are measured for the
+whole node, which points running there at the same time share. An ``Occupancy`` actor counts the
+points on each node; every record gets ``node_concurrency``, the most points that shared its
+node while it ran, and when that is above 1 its CPU and RAM components are marked
+``scope: node_shared``. ``exclusive_node`` asks for a whole node's CPUs per point, so that CPU
+and RAM energy is one point's own.
+
+Ray's usage-statistics reporting is switched off before Ray starts: no network calls.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import ray  # after switching usage statistics off
+
+from greenbench import environment
+from greenbench.errors import UserError
+from greenbench.executors import LocalExecutor
+from greenbench.progress import SweepProgress
+from greenbench.records import FAILED, PointResult, finish, new_record
+from greenbench.sweep import ExecutorSection, RunSpec
+
+NODE_LEVEL = ("cpu", "ram")
+POLL_S = 0.5
+
+
+@ray.remote(num_cpus=0)
+class Occupancy:
+    """Points running on each node, and the most that ever ran beside each of them."""
+
+    def __init__(self) -> None:
+        self.active: dict[str, dict[str, int]] = {}  # node -> run_id -> most seen together
+
+    def enter(self, node: str, run_id: str) -> int:
+        points = self.active.setdefault(node, {})
+        points[run_id] = 0  # a retry of the same point replaces its dead attempt
+        for key in points:
+            points[key] = max(points[key], len(points))
+        return len(points)
+
+    def leave(self, node: str, run_id: str) -> int:
+        return self.active.get(node, {}).pop(run_id, 1) or 1
+
+    def forget(self, run_id: str) -> None:
+        for points in self.active.values():
+            points.pop(run_id, None)
+
+
+def run_point_task(spec: dict[str, Any], occupancy: Any) -> tuple[dict[str, Any], dict]:
+    """The body of a point's Ray task: the local executor's point process, on this node."""
+    point = RunSpec.from_dict(spec)
+    node = socket.gethostname()
+    ray.get(occupancy.enter.remote(node, point.run_id))
+    try:
+        result = LocalExecutor().run(point)
+    finally:
+        concurrency = ray.get(occupancy.leave.remote(node, point.run_id))
+    attribute(result.record, node, concurrency)
+    return result.record, result.files
+
+
+def attribute(record: dict[str, Any], node: str, concurrency: int) -> None:
+    """Record where the point ran and how many points shared the node's CPU and RAM."""
+    record.update(executor="ray", node=node, node_concurrency=concurrency)
+    if concurrency <= 1 or not record.get("energy"):
+        return
+    for window in record["energy"]["windows"].values():
+        for component in NODE_LEVEL:
+            window["components"][component]["scope"] = "node_shared"
+    record["energy"]["warnings"].append(
+        f"{concurrency} points shared this node: its CPU and RAM energy (scope node_shared) "
+        "was drawn for all of them, not for this point alone"
+    )
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, settings: ExecutorSection):
+        self.settings = settings
+
+    def run_all(
+        self, specs: list[RunSpec], progress: SweepProgress
+    ) -> Iterator[tuple[RunSpec, PointResult]]:
+        """Submit every point, then yield each result as its task finishes."""
+        if not specs:
+            return
+        started_here = self._connect()
+        pending: dict[Any, RunSpec] = {}
+        try:
+            occupancy = Occupancy.remote()
+            task = ray.remote(max_calls=1, max_retries=1, retry_exceptions=False)(
+                run_point_task
+            ).options(**self._resources())
+            for spec in specs:
+                pending[task.remote(spec.to_dict(), occupancy)] = spec
+                progress.begin_point(spec)
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
+                if not done:
+                    progress.refresh()
+                    continue
+                spec = pending.pop(done[0])
+                yield spec, self._collect(done[0], spec)
+                occupancy.forget.remote(spec.run_id)
+        finally:
+            for ref in pending:  # interrupted: stop what is still queued or running
+                ray.cancel(ref, force=True)
+            if started_here:
+                ray.shutdown()
+
+    def _connect(self) -> bool:
+        """Join the cluster, or start Ray on this machine; True when started here."""
+        if ray.is_initialized():
+            return False
+        options = {"include_dashboard": False, "log_to_driver": False,
+                   "configure_logging": False}
+        try:
+            if self.settings.address:
+                ray.init(address=self.settings.address, **options)
+            else:  # a Ray instance of this machine alone, on the loopback interface
+                ray.init(_node_ip_address="127.0.0.1", **options)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            where = self.settings.address or "a local Ray instance"
+            raise UserError(f"executor.address: cannot start or join {where} ({error})") from None
+        return True
+
+    def _resources(self) -> dict[str, float]:
+        gpus = self.settings.gpus_per_point
+        if gpus is None:
+            gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        cpus = self.settings.cpus_per_point
+        if self.settings.exclusive_node:
+            cpus = max(node["Resources"].get("CPU", 1) for node in ray.nodes() if node["Alive"])
+        return {"num_gpus": gpus, "num_cpus": cpus}
+
+    @staticmethod
+    def _collect(ref: Any, spec: RunSpec) -> PointResult:
+        try:
+            record, files = ray.get(ref)
+        except ray.exceptions.RayError as error:
+            record = new_record(spec.run_id, spec.sweep, spec.config)
+            record["environment"] = environment.describe()
+            record.update(executor="ray", node=None, node_concurrency=None)
+            lines = [line for line in str(error).splitlines() if line.strip()]
+            why = lines[0] if lines else type(error).__name__
+            finish(record, FAILED, f"the point's Ray task failed, retried once: "
+                                   f"{type(error).__name__}: {why}")
+            return PointResult(record)
+        return PointResult(record, files)

@@ -1,0 +1,180 @@
+"""The Ray executor on a local Ray instance (loopback, 2 CPUs): the same records as the local
+executor, resume, a worker killed mid-task, and attribution of shared node energy."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from greenbench.executors import LocalExecutor
+from greenbench.progress import SweepProgress
+from greenbench.runner import run_sweep
+from greenbench.sweep import ExecutorSection, load_sweep
+from tests.helpers import TINY_SWEEP, read_records, write_sweep
+from tests.test_run import alive
+
+ray = pytest.importorskip("ray")
+
+FOUR_POINTS = "grid:\n  model: [gan, vae]\n  seed: [0, 1]\n"
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def ray_executor():
+    from greenbench.ray_executor import RayExecutor
+
+    return RayExecutor(ExecutorSection(kind="ray"))
+
+
+def sweep_in(folder: Path, extra: str = FOUR_POINTS):
+    folder.mkdir()
+    return load_sweep(write_sweep(folder, extra))
+
+
+def test_same_run_ids_and_statuses_as_local_and_resume(tmp_path: Path, local_ray,
+                                                       monkeypatch) -> None:
+    results = {}
+    for name, executor in (("local", LocalExecutor()), ("ray", ray_executor())):
+        monkeypatch.chdir(tmp_path)
+        sweep = sweep_in(tmp_path / name)
+        monkeypatch.chdir(tmp_path / name)
+        run_sweep(sweep, executor, SweepProgress(io.StringIO()))
+        results[name] = read_records(tmp_path / name / "runs" / "tiny")
+
+    local, on_ray = results["local"], results["ray"]
+    assert sorted(local) == sorted(on_ray) and len(on_ray) == 4
+    assert {k: r["status"] for k, r in local.items()} == {k: r["status"] for k, r in
+                                                          on_ray.items()}
+    for record in on_ray.values():
+        assert record["executor"] == "ray" and record["node"]
+        assert record["node_concurrency"] in (1, 2)
+        shared = record["node_concurrency"] > 1
+        cpu = record["energy"]["windows"]["train"]["components"]["cpu"]
+        assert (cpu.get("scope") == "node_shared") == shared
+    # Two CPUs, four points of one CPU each: some points did share the node.
+    assert max(r["node_concurrency"] for r in on_ray.values()) == 2
+    for record in local.values():
+        assert record["executor"] == "local" and record["node_concurrency"] == 1
+
+    records_dir = tmp_path / "ray" / "runs" / "tiny" / "records"
+    before = {p.name: p.stat().st_mtime_ns for p in records_dir.iterdir()}
+    progress = io.StringIO()
+    monkeypatch.chdir(tmp_path / "ray")
+    run_sweep(load_sweep(tmp_path / "ray" / "sweep.yaml"), ray_executor(),
+              SweepProgress(progress))
+    assert "4 already recorded, 0 to run" in progress.getvalue()
+    assert {p.name: p.stat().st_mtime_ns for p in records_dir.iterdir()} == before
+
+
+def point_processes() -> dict[int, int]:
+    """pid -> parent pid of every ``greenbench.child`` process."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            command = (stat.parent / "cmdline").read_bytes()
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        if b"greenbench.child" in command:
+            found[int(stat.parent.name)] = parent
+    return found
+
+
+def test_a_killed_worker_is_retried_and_every_point_recorded_once(
+    tmp_path: Path, local_ray, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    sweep = load_sweep(write_sweep(tmp_path, "grid:\n  seed: [0, 1]\n",
+                                   base=TINY_SWEEP.replace("steps: 4", "steps: 400")))
+    failures: list[BaseException] = []
+
+    def drive() -> None:
+        try:
+            run_sweep(sweep, ray_executor(), SweepProgress(io.StringIO()))
+        except BaseException as error:  # reported by the assertion below
+            failures.append(error)
+
+    driver = threading.Thread(target=drive)
+    driver.start()
+    deadline = time.monotonic() + 120
+    while not point_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child, worker = next(iter(point_processes().items()))
+    time.sleep(1.0)  # well inside the task
+    assert alive(child)  # so the record can only come from a retry
+    os.kill(worker, signal.SIGKILL)
+    driver.join(timeout=300)
+
+    assert not driver.is_alive() and not failures
+    records = read_records(tmp_path / "runs" / "tiny")
+    assert len(records) == 2  # every point exactly once
+    assert all(r["status"] == "ok" for r in records.values()), [
+        r["reason"] for r in records.values()]
+    deadline = time.monotonic() + 10
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(child)  # the killed attempt's point process stopped by itself
+
+
+def test_ray_missing_is_a_clear_error_naming_the_extra(tmp_path: Path) -> None:
+    write_sweep(tmp_path)
+    code = ("import sys; sys.modules['ray'] = None; from greenbench.cli import main; "
+            "sys.exit(main(['run', 'sweep.yaml', '--executor', 'ray']))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("error: executor: ray needs Ray, which is not installed: "
+                                   "pip install 'greenbench[ray]'")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_address_needs_the_ray_executor(tmp_path: Path) -> None:
+    write_sweep(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "greenbench", "run", "sweep.yaml",
+                           "--address", "auto"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2
+    assert "--address: only the ray executor joins a cluster" in done.stderr
+
+
+def test_ctrl_c_on_the_driver_stops_the_tasks_and_the_next_run_resumes(tmp_path: Path) -> None:
+    write_sweep(tmp_path, FOUR_POINTS, base=TINY_SWEEP.replace("steps: 4", "steps: 200"))
+    command = [sys.executable, "-m", "greenbench", "run", "sweep.yaml", "--executor", "ray"]
+    driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    records_dir = tmp_path / "runs" / "tiny" / "records"
+    deadline = time.monotonic() + 180
+    while not (records_dir.exists() and any(records_dir.iterdir())):
+        assert time.monotonic() < deadline and driver.poll() is None
+        time.sleep(0.1)
+    driver.send_signal(signal.SIGINT)
+    output, _ = driver.communicate(timeout=120)
+
+    assert driver.returncode == 130, output
+    assert "Run the same command again to resume" in output
+    deadline = time.monotonic() + 15
+    while point_processes() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not point_processes()  # nothing keeps training after the interruption
+    recorded = len(list(records_dir.iterdir()))
+    assert 1 <= recorded < 4
+
+    resumed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{recorded} already recorded, {4 - recorded} to run" in resumed.stderr
+    assert len(list(records_dir.iterdir())) == 4
