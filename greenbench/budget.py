@@ -44,6 +44,8 @@ SELECTABLE = (
 )
 Scalar = str | int | float | bool
 BOUNDS = ("max", "min", "max_ratio", "min_ratio")
+# metrics that include a node's CPU and RAM energy (those ending in _gpu_j do not)
+NODE_LEVEL_METRICS = ("energy_", "j_per_1k_samples", "kwh", "gco2", "idle_power_w")
 
 
 class Rule(StrictModel):
@@ -153,12 +155,41 @@ def _decide(rule: Rule, ok: pd.DataFrame, baseline: pd.DataFrame | None) -> Verd
     return _relative(rule, values, reference, where)
 
 
-def _values(rule: Rule, frame: pd.DataFrame, selection: dict[str, Any], field: str) -> pd.Series:
+def shared_node_warnings(rules: list[Rule], results: pd.DataFrame) -> list[str]:
+    """One line per energy rule whose runs shared a node: their CPU and RAM energy is the
+    node's, drawn for every point running there, not each run's own."""
+    ok = results[results["status"] == "ok"]
+    if "node_concurrency" not in ok:
+        return []
+    lines = []
+    for rule in rules:
+        if not rule.metric.startswith(NODE_LEVEL_METRICS) or rule.metric.endswith("_gpu_j"):
+            continue
+        chosen = _selected(ok, rule.select)
+        if rule.relative_to is not None:
+            chosen |= _selected(ok, rule.relative_to)
+        runs = ok[chosen]
+        shared = pd.to_numeric(runs["node_concurrency"], errors="coerce") > 1
+        if shared.any():
+            lines.append(
+                f"rule {rule.name!r}: {int(shared.sum())} of its {len(runs)} runs shared a node "
+                f"with other points, so the CPU and RAM part of {rule.metric} is the node's, not "
+                "the run's; run energy budgets with executor.exclusive_node: true"
+            )
+    return lines
+
+
+def _selected(frame: pd.DataFrame, selection: dict[str, Any]) -> pd.Series:
     mask = pd.Series(True, index=frame.index)
     for key, wanted in selection.items():
         column = frame[key]
         mask &= (column.astype(float) == float(wanted)) if _numeric(wanted) else (
             column.astype(str) == str(wanted))
+    return mask
+
+
+def _values(rule: Rule, frame: pd.DataFrame, selection: dict[str, Any], field: str) -> pd.Series:
+    mask = _selected(frame, selection)
     values = pd.to_numeric(frame.loc[mask, rule.metric], errors="coerce").dropna()
     if values.empty:
         raise UserError(f"rule {rule.name!r}: {field} {_describe(selection)} matches no ok run "

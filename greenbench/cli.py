@@ -163,6 +163,7 @@ def _check(args: argparse.Namespace) -> int:
     decided = budget.evaluate(rules, frame, baseline)
     where = args.budgets.parent / calibrate.FILE_NAME
     warnings = calibrate.warnings_for(rules, calibrate.read(where), where)
+    warnings += budget.shared_node_warnings(rules, frame)
     print(verdicts.terminal(decided, warnings))
     title = f"greenbench check: {args.budgets.name} on {', '.join(f.name for f in folders)}"
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")

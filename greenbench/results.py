@@ -15,8 +15,10 @@ them). Columns, units in their names:
   ``energy_<w>_net_j``, ``duration_<w>_s`` and ``energy_<w>_<gpu|cpu|ram>_j``; then
   ``j_per_1k_samples`` (of the train window), ``idle_power_w``, ``kwh``, ``gco2``,
   ``intensity_g_per_kwh``, ``intensity_source``, ``pue``;
-* provenance: ``energy_measured`` and ``energy_valid`` (of the total window) and
-  ``source_<gpu|cpu|ram>``;
+* provenance: ``energy_measured`` and ``energy_valid`` (of the total window),
+  ``source_<gpu|cpu|ram>``, and where the run ran: ``executor``, ``node``,
+  ``node_concurrency`` (the most points that shared its node; above 1 its CPU and RAM energy
+  was drawn for all of them);
 * quality at the end of training: ``kid``, ``kid_std``, ``fid``, ``sample_precision``,
   ``sample_recall`` (the improved precision and recall of samples, named apart from the config's
   numeric ``precision``), ``density``, ``coverage``, ``memorisation``, ``elbo_nats``,
@@ -123,6 +125,7 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
     carbon = record.get("carbon") or {}
     row.update({key: carbon.get(key) for key in (
         "kwh", "gco2", "intensity_g_per_kwh", "intensity_source", "pue")})
+    row.update({key: record.get(key) for key in ("executor", "node", "node_concurrency")})
     row.update(_quality(record.get("quality") or {}))
     env = record.get("environment") or {}
     row.update({

@@ -113,6 +113,25 @@ def test_baseline_results_file_for_ratio_rules(tmp_path: Path) -> None:
     assert "needs relative_to, or a --baseline results file" in missing.stderr
 
 
+def test_energy_rules_over_runs_that_shared_a_node_warn(tmp_path: Path) -> None:
+    records = results_dir(tmp_path, [60.0, 61.0, 59.0]) / "records"
+    shared = json.loads((records / "b0.json").read_text())
+    shared.update(executor="ray", node_concurrency=2)
+    (records / "b0.json").write_text(to_json(shared))
+    flops_rule = "\n".join([
+        "  - name: FLOPs only", "    select: {precision: bf16-mixed}",
+        "    metric: flops_per_step", "    max: 1e12"])
+    for run in records.glob("*.json"):  # every run needs a FLOPs value for the extra rule
+        content = json.loads(run.read_text())
+        content["flops_per_step"] = 1000
+        run.write_text(to_json(content))
+    done = check(tmp_path, RULES + flops_rule + "\n")
+    assert done.returncode == 0, done.stdout + done.stderr
+    warnings = [line for line in done.stdout.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, done.stdout  # the ratio rule selects b0; the others do not
+    assert "bf16 trains" in warnings[0] and "1 of its 6 runs shared a node" in warnings[0]
+
+
 def test_job_summary_and_calibration_warning(tmp_path: Path, monkeypatch) -> None:
     results_dir(tmp_path, [60.0, 61.0, 59.0])
     (tmp_path / "calibration.json").write_text(json.dumps(

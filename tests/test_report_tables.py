@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from greenbench import results
-from greenbench.report import tables
+from greenbench.report import builder, tables
 
 T_975_2 = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom
 
@@ -17,7 +17,8 @@ T_975_2 = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom
 def record(run_id: str, model: str = "gan", precision: str = "32-true", width: float = 1.0,
            seed: int = 0, status: str = "ok", train_j: float | None = 100.0,
            kid: float | None = 0.5, measured: bool = False, extractor: str = "digits-16px-r1-a",
-           reason: str | None = None, flops: int | None = None) -> dict:
+           reason: str | None = None, flops: int | None = None,
+           node_concurrency: int | None = 1) -> dict:
     """A record shaped like greenbench's, with only what the report reads filled in."""
     ok = status == "ok"
     source = "nvml_energy_counter" if measured else "codecarbon_cpu_load_estimate"
@@ -36,6 +37,8 @@ def record(run_id: str, model: str = "gan", precision: str = "32-true", width: f
                            "cpu": {"joules": train_j, "source": source}}}}} if ok else None,
         "quality": {"final": {"kid": kid}, "extractor": {"id": extractor}} if ok else None,
         "flops_per_step": flops if ok else None,
+        "executor": "local" if node_concurrency == 1 else "ray", "node": "host",
+        "node_concurrency": node_concurrency,
     }
 
 
@@ -150,3 +153,19 @@ def test_mixed_extractors_split_quality_and_say_so() -> None:
     assert len(summary) == 2  # never one mean over two extractors
     assert sorted(summary["kid_mean"]) == [0.5, 0.9]
     assert all("extractor" in label for label in summary["label"])
+
+
+def test_shared_nodes_are_reported_per_configuration_and_in_the_notes() -> None:
+    frame = results.frame([
+        record("a", seed=0, node_concurrency=2),
+        record("b", seed=1, node_concurrency=3),
+        record("c", width=0.5, node_concurrency=1),
+        record("d", width=0.25, node_concurrency=None),  # a record from before the field
+    ])
+    summary = tables.summarise(frame).set_index("width")
+    assert list(summary.loc[[1.0, 0.5, 0.25], "node_concurrency"]) == [3, 1, 1]
+    provenance = builder.energy_table(summary.reset_index()).set_index("configuration")[
+        "energy source"]
+    assert provenance.str.endswith("cpu and ram shared by up to 3 points").sum() == 1
+    lines = [line for line in builder.notes(frame, summary.reset_index()) if "shared" in line]
+    assert lines == [lines[0]] and "1 of 3 configurations" in lines[0] and "up to 3" in lines[0]

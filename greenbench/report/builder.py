@@ -173,7 +173,10 @@ def savings_table(savings: pd.DataFrame) -> pd.DataFrame:
 def _provenance(row: pd.Series) -> str:
     if not row["n"]:
         return "-"
-    return ("measured: " if row["measured"] else "estimated: ") + row["sources"]
+    text = ("measured: " if row["measured"] else "estimated: ") + row["sources"]
+    if row["node_concurrency"] > 1:
+        text += f"; cpu and ram shared by up to {row['node_concurrency']} points"
+    return text
 
 
 def notes(frame: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
@@ -184,6 +187,15 @@ def notes(frame: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
         lines.append(
             f"Energy is ESTIMATED, not measured by hardware, for {len(estimated)} of "
             f"{int((summary['n'] > 0).sum())} configurations (sources in the energy table)."
+        )
+    shared = summary[(summary["n"] > 0) & (summary["node_concurrency"] > 1)]
+    if len(shared):
+        lines.append(
+            f"CPU and RAM energy of {len(shared)} of {int((summary['n'] > 0).sum())} "
+            f"configurations was drawn on a node shared with other points (up to "
+            f"{int(shared['node_concurrency'].max())} at once): it is the node's, not one "
+            "run's, and not comparable with runs that had a node to themselves. GPU energy is "
+            "per device. Set executor.exclusive_node: true in the sweep to attribute it."
         )
     not_ok = frame[frame["status"] != "ok"]
     for status, runs in not_ok.groupby("status"):

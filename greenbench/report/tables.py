@@ -57,6 +57,7 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
             row.update(_statistics(metric, ok[metric] if metric in ok else pd.Series()))
         row["measured"] = bool(len(ok)) and bool(ok["energy_measured"].fillna(False).all())
         row["sources"] = _sources(ok)
+        row["node_concurrency"] = most_sharing(ok)
         rows.append(row)
     summary = pd.DataFrame(rows)
     summary["label"] = _labels(summary, keys)
@@ -78,6 +79,15 @@ def confidence_half_width(sd: float, n: int, confidence: float = CONFIDENCE) -> 
     if n < 2 or not math.isfinite(sd):
         return math.nan
     return float(stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n))
+
+
+def most_sharing(runs: pd.DataFrame) -> int:
+    """The most points any of these runs shared its node with (itself included); 1 for runs
+    that had their node to themselves, or records from before the field existed."""
+    if "node_concurrency" not in runs:
+        return 1
+    most = pd.to_numeric(runs["node_concurrency"], errors="coerce").max()
+    return int(most) if pd.notna(most) and most > 1 else 1
 
 
 def _sources(ok: pd.DataFrame) -> str:
