@@ -81,6 +81,24 @@ def test_same_run_ids_and_statuses_as_local_and_resume(tmp_path: Path, local_ray
     assert {p.name: p.stat().st_mtime_ns for p in records_dir.iterdir()} == before
 
 
+def test_exclusive_node_runs_one_point_per_node_and_owns_its_energy(
+    tmp_path: Path, local_ray, monkeypatch
+) -> None:
+    from greenbench.ray_executor import RayExecutor
+
+    sweep = sweep_in(tmp_path / "exclusive", "grid:\n  seed: [0, 1]\n")
+    monkeypatch.chdir(tmp_path / "exclusive")
+    run_sweep(sweep, RayExecutor(ExecutorSection(kind="ray", exclusive_node=True)),
+              SweepProgress(io.StringIO()))
+    records = read_records(tmp_path / "exclusive" / "runs" / "tiny")
+    assert len(records) == 2  # two points that would share a 2-CPU node if they could
+    for record in records.values():
+        assert record["status"] == "ok" and record["node_concurrency"] == 1
+        for window in record["energy"]["windows"].values():
+            assert "scope" not in window["components"]["cpu"]
+        assert not any("shared this node" in w for w in record["energy"]["warnings"])
+
+
 def point_processes() -> dict[int, int]:
     """pid -> parent pid of every ``greenbench.child`` process."""
     found = {}
