@@ -196,3 +196,23 @@ def test_ctrl_c_on_the_driver_stops_the_tasks_and_the_next_run_resumes(tmp_path:
     assert resumed.returncode == 0, resumed.stderr
     assert f"{recorded} already recorded, {4 - recorded} to run" in resumed.stderr
     assert len(list(records_dir.iterdir())) == 4
+
+
+def test_resources_asked_per_point(monkeypatch) -> None:
+    """GPUs default to 1 where the cluster has them, 0 where it has none (the cluster's
+    resources are faked: this machine has no GPU)."""
+    from greenbench.ray_executor import RayExecutor
+
+    def asked(cluster: dict, **settings) -> dict:
+        monkeypatch.setattr(ray, "cluster_resources", lambda: cluster)
+        monkeypatch.setattr(ray, "nodes", lambda: [
+            {"Alive": True, "Resources": {"CPU": 16.0}},
+            {"Alive": False, "Resources": {"CPU": 64.0}},  # a dead node is not counted
+        ])
+        return RayExecutor(ExecutorSection(kind="ray", **settings))._resources()
+
+    assert asked({"CPU": 32.0, "GPU": 8.0}) == {"num_gpus": 1.0, "num_cpus": 1}
+    assert asked({"CPU": 32.0}) == {"num_gpus": 0.0, "num_cpus": 1}
+    assert asked({"CPU": 32.0, "GPU": 8.0}, gpus_per_point=2, cpus_per_point=4) == {
+        "num_gpus": 2, "num_cpus": 4}
+    assert asked({"CPU": 32.0}, exclusive_node=True) == {"num_gpus": 0.0, "num_cpus": 16.0}
