@@ -21,10 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from greenbench.records import OK, finish, new_record, run_id, to_json
 from sweeps import ROOT, describe_machine
-
-from greenbench.records import OK, finish, new_record, to_json
-from greenbench.sweep import run_id
 
 REPORT = ROOT / "reports" / "report-scale.md"
 TARGET_S = 10.0

@@ -95,10 +95,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from greenbench.executors import make_executor
-    from greenbench.progress import SweepProgress
-    from greenbench.runner import plan, run_sweep
-    from greenbench.sweep import load_sweep
+    from greenbench.sweep.executors import make_executor
+    from greenbench.sweep.progress import SweepProgress
+    from greenbench.sweep.runner import plan, run_sweep
+    from greenbench.sweep.schema import load_sweep
 
     sweep = load_sweep(args.sweep)
     overrides = {key: value for key, value in (("kind", args.executor), ("address", args.address))
@@ -133,11 +133,12 @@ def _run(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from greenbench import results
+    from greenbench.records import CONFIGURATION_KEYS
     from greenbench.report import builder, tables
 
-    folders = results.sweep_directories(args.run_dirs)
+    folders = results.sweep_folders(args.run_dirs)
     try:
-        baseline = tables.parse_baseline(args.baseline, list(tables.GROUP_KEYS))
+        baseline = tables.parse_baseline(args.baseline, list(CONFIGURATION_KEYS))
     except ValueError as error:
         raise UserError(f"--baseline: {error}") from None
     out_dir = args.out or builder.default_out_dir(folders)
@@ -151,52 +152,15 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    import os
+    from greenbench.check.command import check
 
-    from greenbench import budget, calibrate, results, verdicts
-
-    folders = results.sweep_directories([args.run_dir] if args.run_dir else [])
-    frame = results.load(folders)
-    columns = [c for c in frame if _numeric_column(frame[c])]
-    rules = budget.load_budgets(args.budgets, columns)
-    baseline = _stored_results(args.baseline) if args.baseline else None
-    decided = budget.evaluate(rules, frame, baseline)
-    where = args.budgets.parent / calibrate.FILE_NAME
-    warnings = calibrate.warnings_for(rules, calibrate.read(where), where)
-    warnings += budget.shared_node_warnings(rules, frame)
-    print(verdicts.terminal(decided, warnings))
-    title = f"greenbench check: {args.budgets.name} on {', '.join(f.name for f in folders)}"
-    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if step_summary:
-        with open(step_summary, "a", encoding="utf-8") as summary:
-            summary.write(verdicts.markdown(decided, title, warnings))
-    if args.junit:
-        args.junit.write_text(verdicts.junit(decided, args.strict), encoding="utf-8")
-    failing = {budget.FAIL, budget.INCONCLUSIVE} if args.strict else {budget.FAIL}
-    return EXIT_FAILED if any(v.result in failing for v in decided) else EXIT_OK
-
-
-def _numeric_column(column) -> bool:
-    import pandas as pd
-
-    return bool(pd.to_numeric(column, errors="coerce").notna().any())
-
-
-def _stored_results(path: Path):
-    import pandas as pd
-
-    try:
-        stored = pd.read_csv(path)
-    except (OSError, ValueError) as error:
-        raise UserError(f"--baseline: {path} cannot be read as results ({error})") from None
-    if "status" not in stored:
-        raise UserError(f"--baseline: {path} is not a results file (no status column)")
-    return stored
+    failed = check(args.budgets, args.run_dir, args.baseline, args.junit, args.strict)
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from greenbench.calibrate import calibrate
-    from greenbench.progress import SweepProgress
+    from greenbench.sweep.calibrate import calibrate
+    from greenbench.sweep.progress import SweepProgress
 
     progress = SweepProgress()
     signal.signal(signal.SIGTERM, _interrupt)

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 
-def describe(device: Any = None) -> dict[str, Any]:
-    """The environment section of a record; ``device`` is the torch device a run used."""
+def describe(accelerator: str | None = None, device_name: str | None = None) -> dict[str, Any]:
+    """The environment section of a record; ``accelerator`` (``cpu``, ``cuda``, ...) and
+    ``device_name`` say what a run trained on (the point process knows; ``device_name``
+    defaults to the CPU's name on a CPU). Imports no torch."""
     info: dict[str, Any] = {
         "python": platform.python_version(),
         "torch": _version("torch"),
@@ -29,9 +31,9 @@ def describe(device: Any = None) -> dict[str, Any]:
         "git_dirty": None,
     }
     info["git_sha"], info["git_dirty"] = git_revision()
-    if device is not None:
-        info["accelerator"] = device.type
-        info["device_name"] = _device_name(device)
+    if accelerator is not None:
+        info["accelerator"] = accelerator
+        info["device_name"] = device_name or (cpu_name() if accelerator == "cpu" else accelerator)
     return info
 
 
@@ -51,14 +53,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def _device_name(device: Any) -> str:
-    if device.type == "cuda":
-        import torch
-
-        return torch.cuda.get_device_name(device)
-    return cpu_name() if device.type == "cpu" else device.type
 
 
 @cache

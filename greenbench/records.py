@@ -1,4 +1,8 @@
-"""The run record: one JSON document per point of a sweep.
+"""The contract between the processes: what a point is, what running it produces, the record.
+
+The parent turns a sweep into ``RunSpec``s; a point process runs one and returns a
+``PointResult``; the parent stores its record; the readers (report, check) read records back.
+Each of those stages imports its vocabulary from here, so a name means one thing everywhere.
 
 Every record has the same top-level keys, in this order::
 
@@ -12,14 +16,16 @@ names (``train_s``, ``samples_seen``, ``total_j``). ``energy`` holds the windows
 window with the intensity used, ``quality`` the sample-quality scores at the end and at the best
 point of ``quality_curve``. ``executor`` (``local`` or ``ray``), ``node`` (the host that ran the
 point) and ``node_concurrency`` (how many points shared that host while it ran) say where the
-energy was drawn. ``schema`` is raised when a key changes meaning.
+energy was drawn. ``schema`` is raised when a key changes meaning; readers skip records of a
+schema they do not know (``schema_problem``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -27,14 +33,89 @@ SCHEMA = 1
 
 OK, SKIPPED, DIVERGED, FAILED = "ok", "skipped", "diverged", "failed"
 STATUSES = (OK, SKIPPED, DIVERGED, FAILED)
+NOT_OK = tuple(status for status in STATUSES if status != OK)
 # Outcomes that re-running the same point would only repeat; a failed point is run again.
 FINAL = frozenset({OK, SKIPPED, DIVERGED})
+
+# What is trained: the config fields of a record, each a bare column of the results table and
+# a field a budget rule may select on. A configuration is every one of them but RUN_KEYS, which
+# are what the runs of one configuration vary over.
+CONFIG_KEYS = (
+    "model", "dataset", "image_size", "precision", "width", "data_fraction", "seed", "repeat",
+    "latent_dim", "batch_size", "epochs", "steps", "lr",
+)
+RUN_KEYS = ("seed", "repeat")
+CONFIGURATION_KEYS = tuple(key for key in CONFIG_KEYS if key not in RUN_KEYS)
+
+# The scores each point of ``quality_curve`` keeps, besides its epoch, step and train_j.
+CURVE_KEYS = ("kid", "fid", "nll_nats")
+CURVE_FIELDS = ("epoch", "step", "train_j", *CURVE_KEYS)
+
+# Direction of each sample-quality score: True when a higher value is better.
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "kid": False,
+    "fid": False,
+    "precision": True,
+    "recall": True,
+    "density": True,
+    "coverage": True,
+    "memorisation": False,
+    "elbo_nats": False,
+    "nll_nats": False,
+    "nll_bits_per_dim": False,
+    "recon_mse": False,
+}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One point of a sweep, resolved: everything a point process needs to run it."""
+
+    run_id: str
+    sweep: str
+    config: dict[str, Any]  # what is trained and evaluated; hashed into run_id
+    dataset_root: str | None = None  # where the data lies on this machine; not hashed
+    energy: dict[str, Any] = field(default_factory=dict)  # the sweep's energy; not hashed
+    carbon: dict[str, Any] = field(default_factory=dict)  # the sweep's carbon; not hashed
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, content: dict[str, Any]) -> RunSpec:
+        return cls(**content)
+
+    @property
+    def label(self) -> str:
+        """A short human name: ``gan 32-true w=0.5 f=1 seed=0 #0``."""
+        c = self.config
+        return (
+            f"{c['model']} {c['precision']} w={c['width']:g} f={c['data_fraction']:g} "
+            f"seed={c['seed']} #{c['repeat']}"
+        )
+
+
+def run_id(config: dict[str, Any]) -> str:
+    """A stable id for a resolved config: 12 hex digits of its canonical JSON's SHA-256."""
+    canonical = json.dumps(_normalise(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def _normalise(value: Any) -> Any:
+    """Numbers as values, not spellings: 1 and 1.0 hash the same."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _normalise(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_normalise(item) for item in value]
+    return value
 
 
 @dataclass
 class PointResult:
     """What running one point produces: its record, and files keyed by path in the sweep folder
-    (``samples/<run_id>.png``). The parent process stores both; the child never does."""
+    (``samples/<run_id>.png``). The parent process stores both; the point process never does."""
 
     record: dict[str, Any]
     files: dict[str, bytes] = field(default_factory=dict)
@@ -75,6 +156,28 @@ def finish(record: dict[str, Any], status: str, reason: str | None = None) -> di
     record["reason"] = reason if status != OK else None
     record["created_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return record
+
+
+def failed_record(spec: RunSpec, reason: str, environment: dict[str, Any]) -> dict[str, Any]:
+    """The record of a point whose process or task died before it could write its own."""
+    return finish(new_record(spec.run_id, spec.sweep, spec.config) | {"environment": environment},
+                  FAILED, reason)
+
+
+def schema_problem(content: Any) -> str | None:
+    """Why ``content`` (parsed JSON) is not a record this version reads, or None when it is."""
+    if not isinstance(content, dict):
+        return f"a JSON {type(content).__name__}, not a record"
+    if "schema" not in content:
+        return "no schema field: not a greenbench record"
+    if content["schema"] != SCHEMA:
+        return f"schema {content['schema']!r}; this greenbench reads schema {SCHEMA}"
+    for key, kind in (("run_id", str), ("status", str), ("config", dict)):
+        if not isinstance(content.get(key), kind):
+            return f"{key} is missing or not a {kind.__name__}"
+    if content["status"] not in STATUSES:
+        return f"status {content['status']!r} is not one of {', '.join(STATUSES)}"
+    return None
 
 
 def last_line(error: BaseException) -> str:

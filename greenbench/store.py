@@ -12,20 +12,25 @@
 
 A file appears under its final name only once it is complete and on disk (written to ``.tmp/``,
 fsynced, renamed), so an interrupted run, even one killed with SIGKILL, leaves whole records or
-none. Only the parent process writes here; the processes that train never do.
+none. This module owns the layout: the parent (``greenbench.sweep.schema``) is the only process that
+writes through it, the processes that train never do, and the readers (``greenbench.results``)
+read records through ``read_records``, which checks each against the record schema.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from greenbench.errors import UserError
 from greenbench.files import atomic_write
+from greenbench.records import schema_problem
 
 try:
     import fcntl
@@ -61,21 +66,34 @@ class SweepStore:
             _clear(self._tmp_dir)  # leftovers of a run that was killed mid-write
             yield self
 
-    def read_records(self) -> tuple[dict[str, dict[str, Any]], list[Path]]:
-        """Records by run_id, and the record files that could not be read as records."""
+    def read_records(self) -> tuple[dict[str, dict[str, Any]], list[tuple[Path, str]]]:
+        """Records by run_id, and the files in ``records/`` that are not records, each with why
+        (unreadable, not JSON, not a record of the supported schema, named for another run)."""
         records: dict[str, dict[str, Any]] = {}
-        unreadable: list[Path] = []
+        unreadable: list[tuple[Path, str]] = []
         for path in sorted(self.records_dir.glob("*.json")):
             try:
                 record = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                unreadable.append(path)
+            except (OSError, ValueError) as error:
+                unreadable.append((path, f"not readable as JSON ({type(error).__name__})"))
                 continue
-            if isinstance(record, dict) and record.get("run_id") == path.stem:
+            problem = schema_problem(record)
+            if problem is None and record["run_id"] != path.stem:
+                problem = f"holds the record of run {record['run_id']!r}"
+            if problem is None:
                 records[path.stem] = record
             else:
-                unreadable.append(path)
+                unreadable.append((path, problem))
         return records, unreadable
+
+    def description(self) -> tuple[str, str]:
+        """(name, description) from the folder's resolved ``sweep.yaml``."""
+        try:
+            content = yaml.safe_load((self.directory / "sweep.yaml").read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            content = None
+        content = content if isinstance(content, dict) else {}
+        return str(content.get("name", self.directory.name)), str(content.get("description", ""))
 
     def write_record(self, run_id: str, content: str) -> Path:
         """Write a serialised record as ``records/<run_id>.json``."""
@@ -95,6 +113,27 @@ class SweepStore:
             return False
         atomic_write(path, text.encode(), self._tmp_dir)
         return True
+
+
+def sweep_folders(paths: Iterable[str | Path], output_dir: str | Path = "runs") -> list[Path]:
+    """The sweep folders to read: ``paths`` as given, or the most recently modified sweep under
+    ``output_dir`` when none is given. Every folder must hold at least one record file."""
+    folders = [Path(p) for p in paths] or [_latest_sweep(Path(output_dir))]
+    for folder in folders:
+        records = SweepStore(folder).records_dir
+        if not records.is_dir():
+            raise UserError(f"{folder}: not a sweep folder (no records/ in it)")
+        if not any(records.glob("*.json")):
+            raise UserError(f"{folder}: no records yet (run the sweep first)")
+    return folders
+
+
+def _latest_sweep(output_dir: Path) -> Path:
+    candidates = [p.parent for p in output_dir.glob("*/records") if p.is_dir()]
+    if not candidates:
+        raise UserError(f"{output_dir}: no sweep results here; run `greenbench run SWEEP.yaml` "
+                        "first or name a sweep folder")
+    return max(candidates, key=lambda folder: (folder / "records").stat().st_mtime)
 
 
 def _clear(folder: Path) -> None:

@@ -9,6 +9,20 @@ from pathlib import Path
 import pytest
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` run only where torch sees a CUDA GPU; elsewhere they are skipped."""
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_tests:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU (marker gpu); none here")
+    for item in gpu_tests:
+        item.add_marker(skip)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def extractor_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One feature-extractor cache for the whole session (and the processes it starts), never

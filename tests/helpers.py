@@ -1,14 +1,20 @@
-"""Shared helpers: tiny points and sweeps that train for real on the bundled digits in seconds."""
+"""Shared helpers: tiny points and sweeps that train for real on the bundled digits in seconds,
+hand-written records, tiny dataset files, and the processes a test started. Test modules import
+from here, never from each other."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import struct
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from greenbench.sweep import RunSpec, run_id
+import numpy as np
+
+from greenbench.records import RunSpec, run_id
 
 # Small enough that a point trains in well under a second on a 2-core CPU.
 TINY = {
@@ -66,3 +72,123 @@ def greenbench(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Comple
 
 def read_records(sweep_dir: Path) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted((sweep_dir / "records").iterdir())}
+
+
+# --------------------------------------------------------------------------- records
+
+
+def record(run_id: str, model: str = "gan", precision: str = "32-true", width: float = 1.0,
+           seed: int = 0, status: str = "ok", train_j: float | None = 100.0,
+           kid: float | None = 0.5, measured: bool = False, extractor: str = "digits-16px-r1-a",
+           reason: str | None = None, flops: int | None = None,
+           node_concurrency: int | None = 1) -> dict:
+    """A record shaped like greenbench's, with only what the report reads filled in."""
+    ok = status == "ok"
+    source = "nvml_energy_counter" if measured else "codecarbon_cpu_load_estimate"
+    return {
+        "schema": 1, "run_id": run_id, "status": status, "reason": reason, "sweep": "s",
+        "config": {"model": model, "dataset": "digits", "image_size": 16,
+                   "precision": precision, "width": width, "data_fraction": 1.0,
+                   "seed": seed, "repeat": 0, "latent_dim": 32, "batch_size": 64,
+                   "epochs": 5, "steps": None, "lr": 2e-4},
+        "energy": {"windows": {"train": {
+            "total_j": train_j, "net_j": None, "duration_s": 10.0,
+            "j_per_1k_samples": None, "measured": measured, "valid": True,
+            "components": {"cpu": {"joules": train_j, "source": source}}}, "total": {
+            "total_j": train_j, "measured": measured, "valid": True,
+            "components": {"gpu": {"joules": None, "source": "unavailable"},
+                           "cpu": {"joules": train_j, "source": source}}}}} if ok else None,
+        "quality": {"final": {"kid": kid}, "extractor": {"id": extractor}} if ok else None,
+        "flops_per_step": flops if ok else None,
+        "executor": "local" if node_concurrency == 1 else "ray", "node": "host",
+        "node_concurrency": node_concurrency,
+    }
+
+
+# --------------------------------------------------------------------------- IDX files
+
+IDX_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+IDX_NAMES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+TRAIN_COUNT = 20
+TEST_COUNT = 10
+
+
+def idx_bytes(data: np.ndarray, magic: bytes | None = None) -> bytes:
+    """Encode a uint8 array as an IDX file: magic, big-endian uint32 dims, then the data."""
+    header = magic if magic is not None else bytes([0, 0, 0x08, data.ndim])
+    dims = struct.pack(f">{data.ndim}I", *data.shape)
+    return header + dims + np.ascontiguousarray(data, dtype=np.uint8).tobytes()
+
+
+def make_idx_arrays(seed: int) -> dict[str, np.ndarray]:
+    """Known pixels and labels for a tiny 20 train / 10 test set; pixels include 0 and 255."""
+    rng = np.random.default_rng(seed)
+    train_images = rng.integers(0, 256, size=(TRAIN_COUNT, 28, 28), dtype=np.uint8)
+    test_images = rng.integers(0, 256, size=(TEST_COUNT, 28, 28), dtype=np.uint8)
+    train_images[0, 0, 0], train_images[0, 0, 1] = 0, 255
+    return {
+        "train-images-idx3-ubyte": train_images,
+        "train-labels-idx1-ubyte": (np.arange(TRAIN_COUNT) % 10).astype(np.uint8),
+        "t10k-images-idx3-ubyte": test_images,
+        "t10k-labels-idx1-ubyte": (np.arange(TEST_COUNT)[::-1] % 10).astype(np.uint8),
+    }
+
+
+def write_idx_dataset(root: Path, name: str, gzipped: bool = False) -> dict[str, np.ndarray]:
+    """Write the tiny IDX set in torchvision's layout under root; return the arrays written."""
+    arrays = make_idx_arrays(seed=len(name))
+    raw_dir = root / IDX_FOLDERS[name] / "raw"
+    raw_dir.mkdir(parents=True)
+    for file_name, data in arrays.items():
+        if gzipped:
+            (raw_dir / f"{file_name}.gz").write_bytes(gzip.compress(idx_bytes(data)))
+        else:
+            (raw_dir / file_name).write_bytes(idx_bytes(data))
+    return arrays
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def children_of(pid: int) -> list[int]:
+    """The point processes (``python -m greenbench.point.child``) that ``pid`` started; not any
+    other short-lived child such as ``git``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"greenbench.point.child" in command:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` in the process tree (children, their children, ...)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found

@@ -10,8 +10,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from greenbench.energy.carbon import WORLD_AVERAGE_G_PER_KWH, resolve_intensity
 from greenbench.errors import UserError
-from greenbench.flops import StepFlops
 from greenbench.models import build_model
+from greenbench.point.flops import StepFlops
 
 
 def test_world_average_by_default_and_recorded_as_such() -> None:

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from greenbench.records import to_json
-from tests.helpers import greenbench, write_sweep
-from tests.test_report_tables import record
+from tests.helpers import greenbench, record, write_sweep
 
 RULES = """\
 rules:
@@ -204,9 +203,9 @@ def test_calibrate_measures_the_spread_of_a_real_sweep(tmp_path: Path) -> None:
 
 def test_the_committed_budgets_file_is_valid() -> None:
     from greenbench import results
-    from greenbench.budget import load_budgets
+    from greenbench.check.budget import load_budgets
 
     root = Path(__file__).resolve().parent.parent
     columns = list(results.frame([record("a", flops=1)]).columns)
-    rules = load_budgets(root / "benchmarks" / "budgets.yaml", columns)
+    rules = load_budgets(root / "sweeps" / "budgets.yaml", columns)
     assert len(rules) >= 5 and any(rule.is_ratio for rule in rules)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import pickle
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -24,17 +23,7 @@ from greenbench.data import (
     subset_size,
 )
 from greenbench.errors import UserError
-
-IDX_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
-IDX_NAMES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
-TRAIN_COUNT = 20
-TEST_COUNT = 10
-
+from tests.helpers import IDX_NAMES, TEST_COUNT, TRAIN_COUNT, idx_bytes, write_idx_dataset
 
 # --------------------------------------------------------------------------- helpers
 
@@ -50,40 +39,6 @@ def assert_one_line_user_error(excinfo: pytest.ExceptionInfo[UserError], *fragme
     for fragment in fragments:
         assert fragment in message, message
     return message
-
-
-def idx_bytes(data: np.ndarray, magic: bytes | None = None) -> bytes:
-    """Encode a uint8 array as an IDX file: magic, big-endian uint32 dims, then the data."""
-    header = magic if magic is not None else bytes([0, 0, 0x08, data.ndim])
-    dims = struct.pack(f">{data.ndim}I", *data.shape)
-    return header + dims + np.ascontiguousarray(data, dtype=np.uint8).tobytes()
-
-
-def make_idx_arrays(seed: int) -> dict[str, np.ndarray]:
-    """Known pixels and labels for a tiny 20 train / 10 test set; pixels include 0 and 255."""
-    rng = np.random.default_rng(seed)
-    train_images = rng.integers(0, 256, size=(TRAIN_COUNT, 28, 28), dtype=np.uint8)
-    test_images = rng.integers(0, 256, size=(TEST_COUNT, 28, 28), dtype=np.uint8)
-    train_images[0, 0, 0], train_images[0, 0, 1] = 0, 255
-    return {
-        "train-images-idx3-ubyte": train_images,
-        "train-labels-idx1-ubyte": (np.arange(TRAIN_COUNT) % 10).astype(np.uint8),
-        "t10k-images-idx3-ubyte": test_images,
-        "t10k-labels-idx1-ubyte": (np.arange(TEST_COUNT)[::-1] % 10).astype(np.uint8),
-    }
-
-
-def write_idx_dataset(root: Path, name: str, gzipped: bool = False) -> dict[str, np.ndarray]:
-    """Write the tiny IDX set in torchvision's layout under root; return the arrays written."""
-    arrays = make_idx_arrays(seed=len(name))
-    raw_dir = root / IDX_FOLDERS[name] / "raw"
-    raw_dir.mkdir(parents=True)
-    for file_name, data in arrays.items():
-        if gzipped:
-            (raw_dir / f"{file_name}.gz").write_bytes(gzip.compress(idx_bytes(data)))
-        else:
-            (raw_dir / file_name).write_bytes(idx_bytes(data))
-    return arrays
 
 
 def write_cifar_dataset(

@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from greenbench.harness import precision_unavailable, run_point
-from greenbench.records import to_json
-from greenbench.sweep import RunSpec
-from tests.helpers import tiny_spec
-from tests.test_data import TRAIN_COUNT, idx_bytes, write_idx_dataset
+from greenbench.point.run import precision_unavailable, run_point
+from greenbench.records import RunSpec, to_json
+from tests.helpers import TRAIN_COUNT, idx_bytes, tiny_spec, write_idx_dataset
 
 RECORD_KEYS = [
     "schema", "run_id", "status", "reason", "sweep", "config", "data", "timings", "train",

@@ -610,10 +610,10 @@ def test_import_pulls_in_neither_torch_nor_pynvml() -> None:
 # On a real GPU.
 
 
+@pytest.mark.gpu
 def test_real_nvml_counter_on_this_gpu() -> None:
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA GPU")
+    import torch
+
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as exc:

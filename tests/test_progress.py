@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from greenbench.progress import SweepProgress
+from greenbench.sweep.progress import SweepProgress
 from tests.helpers import tiny_spec
 
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from greenbench.data import load_dataset
-from greenbench.harness import run_point
 from greenbench.models import build_model
+from greenbench.point.run import run_point
 from greenbench.quality import metrics
 from greenbench.quality.extractor import load_or_build
 from tests.helpers import tiny_spec

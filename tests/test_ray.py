@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from greenbench.executors import LocalExecutor
-from greenbench.progress import SweepProgress
-from greenbench.runner import run_sweep
-from greenbench.sweep import ExecutorSection, load_sweep
-from tests.helpers import TINY_SWEEP, read_records, write_sweep
-from tests.test_run import alive
+from greenbench.sweep.executors import LocalExecutor
+from greenbench.sweep.progress import SweepProgress
+from greenbench.sweep.runner import run_sweep
+from greenbench.sweep.schema import ExecutorSection, load_sweep
+from tests.helpers import TINY_SWEEP, alive, descendants, read_records, write_sweep
 
 ray = pytest.importorskip("ray")
 
@@ -36,7 +35,7 @@ def local_ray():
 
 
 def ray_executor():
-    from greenbench.ray_executor import RayExecutor
+    from greenbench.sweep.executors.ray import RayExecutor
 
     return RayExecutor(ExecutorSection(kind="ray"))
 
@@ -84,7 +83,7 @@ def test_same_run_ids_and_statuses_as_local_and_resume(tmp_path: Path, local_ray
 def test_exclusive_node_runs_one_point_per_node_and_owns_its_energy(
     tmp_path: Path, local_ray, monkeypatch
 ) -> None:
-    from greenbench.ray_executor import RayExecutor
+    from greenbench.sweep.executors.ray import RayExecutor
 
     sweep = sweep_in(tmp_path / "exclusive", "grid:\n  seed: [0, 1]\n")
     monkeypatch.chdir(tmp_path / "exclusive")
@@ -100,16 +99,18 @@ def test_exclusive_node_runs_one_point_per_node_and_owns_its_energy(
 
 
 def point_processes() -> dict[int, int]:
-    """pid -> parent pid of every ``greenbench.child`` process."""
+    """pid -> parent pid of the ``greenbench.point.child`` processes this test process started
+    (through its own Ray instance); never those of another run on the same machine."""
     found = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for pid in descendants(os.getpid()):
+        stat = Path(f"/proc/{pid}/stat")
         try:
             command = (stat.parent / "cmdline").read_bytes()
             parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except OSError:
+        except (OSError, ValueError, IndexError):
             continue
-        if b"greenbench.child" in command:
-            found[int(stat.parent.name)] = parent
+        if b"greenbench.point.child" in command:
+            found[pid] = parent
     return found
 
 
@@ -201,7 +202,7 @@ def test_ctrl_c_on_the_driver_stops_the_tasks_and_the_next_run_resumes(tmp_path:
 def test_resources_asked_per_point(monkeypatch) -> None:
     """GPUs default to 1 where the cluster has them, 0 where it has none (the cluster's
     resources are faked: this machine has no GPU)."""
-    from greenbench.ray_executor import RayExecutor
+    from greenbench.sweep.executors.ray import RayExecutor
 
     def asked(cluster: dict, **settings) -> dict:
         monkeypatch.setattr(ray, "cluster_resources", lambda: cluster)

@@ -9,37 +9,11 @@ import pandas as pd
 import pytest
 
 from greenbench import results
+from greenbench.records import CONFIGURATION_KEYS
 from greenbench.report import builder, tables
+from tests.helpers import record
 
 T_975_2 = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom
-
-
-def record(run_id: str, model: str = "gan", precision: str = "32-true", width: float = 1.0,
-           seed: int = 0, status: str = "ok", train_j: float | None = 100.0,
-           kid: float | None = 0.5, measured: bool = False, extractor: str = "digits-16px-r1-a",
-           reason: str | None = None, flops: int | None = None,
-           node_concurrency: int | None = 1) -> dict:
-    """A record shaped like greenbench's, with only what the report reads filled in."""
-    ok = status == "ok"
-    source = "nvml_energy_counter" if measured else "codecarbon_cpu_load_estimate"
-    return {
-        "schema": 1, "run_id": run_id, "status": status, "reason": reason, "sweep": "s",
-        "config": {"model": model, "dataset": "digits", "image_size": 16,
-                   "precision": precision, "width": width, "data_fraction": 1.0,
-                   "seed": seed, "repeat": 0, "latent_dim": 32, "batch_size": 64,
-                   "epochs": 5, "steps": None, "lr": 2e-4},
-        "energy": {"windows": {"train": {
-            "total_j": train_j, "net_j": None, "duration_s": 10.0,
-            "j_per_1k_samples": None, "measured": measured, "valid": True,
-            "components": {"cpu": {"joules": train_j, "source": source}}}, "total": {
-            "total_j": train_j, "measured": measured, "valid": True,
-            "components": {"gpu": {"joules": None, "source": "unavailable"},
-                           "cpu": {"joules": train_j, "source": source}}}}} if ok else None,
-        "quality": {"final": {"kid": kid}, "extractor": {"id": extractor}} if ok else None,
-        "flops_per_step": flops if ok else None,
-        "executor": "local" if node_concurrency == 1 else "ray", "node": "host",
-        "node_concurrency": node_concurrency,
-    }
 
 
 def summary_of(records: list[dict]):
@@ -135,13 +109,13 @@ def test_other_baselines_and_bad_baselines() -> None:
     summary = tables.summarise(results.frame([
         record("a", precision="bf16-mixed", train_j=50.0), record("b", train_j=100.0),
     ]))
-    baseline = tables.parse_baseline("precision=bf16-mixed,width=1", list(tables.GROUP_KEYS))
+    baseline = tables.parse_baseline("precision=bf16-mixed,width=1", list(CONFIGURATION_KEYS))
     assert baseline == {"precision": "bf16-mixed", "width": 1.0}
     row = tables.savings(summary, baseline).set_index("label").loc["gan 32-true w=1 f=1"]
     assert row["energy_train_j_ratio"] == pytest.approx(2.0)
     for bad in ("precision", "colour=red", "=3"):
         with pytest.raises(ValueError):
-            tables.parse_baseline(bad, list(tables.GROUP_KEYS))
+            tables.parse_baseline(bad, list(CONFIGURATION_KEYS))
 
 
 def test_mixed_extractors_split_quality_and_say_so() -> None:

@@ -17,8 +17,16 @@ import numpy as np
 import pytest
 
 from greenbench.records import SCHEMA
-from tests.helpers import greenbench, read_records, write_sweep
-from tests.test_data import TRAIN_COUNT, idx_bytes, write_idx_dataset
+from tests.helpers import (
+    TRAIN_COUNT,
+    alive,
+    children_of,
+    greenbench,
+    idx_bytes,
+    read_records,
+    write_idx_dataset,
+    write_sweep,
+)
 
 FOUR_POINTS = "grid:\n  model: [gan, vae]\n  precision: [32-true, bf16-mixed]\n"
 
@@ -183,29 +191,6 @@ def wait_for(condition, timeout: float = 120.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting")
         time.sleep(0.05)
-
-
-def children_of(pid: int) -> list[int]:
-    """The point processes (``python -m greenbench.child``) that ``pid`` started; not any other
-    short-lived child such as ``git``."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            command = (stat.parent / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if int(fields[1]) == pid and b"greenbench.child" in command:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def four_points_one_recorded(

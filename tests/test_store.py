@@ -36,12 +36,27 @@ def test_records_round_trip_and_strangers_are_reported(tmp_path: Path) -> None:
     with store.open_for_writing():
         store.write_record(record["run_id"], to_json(record))
         (store.records_dir / "torn.json").write_text('{"run_id": "torn"')  # not JSON
-        (store.records_dir / "other.json").write_text(json.dumps({"run_id": "different"}))
+        (store.records_dir / "other.json").write_text(to_json({**record, "run_id": "different"}))
+        strangers = {
+            "list": [1, 2, 3], "null": None, "text": "a string", "phantom": {"a": 1},
+            "future": {**record, "run_id": "future", "schema": 99},
+            "no_status": {key: v for key, v in record.items() if key != "status"} | {
+                "run_id": "no_status"},
+        }
+        for name, content in strangers.items():
+            (store.records_dir / f"{name}.json").write_text(json.dumps(content))
 
     records, unreadable = store.read_records()
 
     assert records == {"abc123def456": record}
-    assert sorted(p.name for p in unreadable) == ["other.json", "torn.json"]
+    why = {path.stem: reason for path, reason in unreadable}
+    assert sorted(why) == sorted(["other", "torn", *strangers])
+    assert "holds the record of run 'different'" in why["other"]
+    assert why["torn"].startswith("not readable as JSON")
+    assert why["list"] == "a JSON list, not a record" and "NoneType" in why["null"]
+    assert why["phantom"] == "no schema field: not a greenbench record"
+    assert why["future"] == "schema 99; this greenbench reads schema 1"
+    assert why["no_status"] == "status is missing or not a str"
 
 
 def test_sweep_file_is_rewritten_only_when_it_changes(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from greenbench.errors import UserError
-from greenbench.sweep import expand, load_sweep, run_id
+from greenbench.records import run_id
+from greenbench.sweep.schema import expand, load_sweep
 
 
 def sweep_from(tmp_path: Path, text: str):
@@ -98,7 +99,7 @@ def test_resolved_sweep_loads_back_to_the_same_points(tmp_path: Path) -> None:
 
 
 def test_relative_dataset_root_is_resolved_and_not_hashed(tmp_path: Path, workdir: Path) -> None:
-    from tests.test_data import write_idx_dataset
+    from tests.helpers import write_idx_dataset
 
     write_idx_dataset(tmp_path / "data", "mnist")
     sweep = sweep_from(tmp_path, "name: x\ndataset: {name: mnist, root: data}\nbatch_size: 4\n")
@@ -113,9 +114,9 @@ def test_errors_are_user_errors_with_the_file_name(tmp_path: Path) -> None:
         sweep_from(tmp_path, "name: x\nwidth: -1\n")
 
 
-@pytest.mark.parametrize(
-    "name", ["quickstart.yaml", "gpu.yaml", "eval_cost.yaml", "ci.yaml"]
-)
+@pytest.mark.parametrize("name", [
+    "sweeps/quickstart.yaml", "sweeps/gpu.yaml", "sweeps/ci.yaml", "benchmarks/eval_cost.yaml",
+])
 def test_committed_sweeps_are_valid(name: str) -> None:
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / name
+    path = Path(__file__).resolve().parent.parent / name
     assert expand(load_sweep(path))

@@ -28,6 +28,7 @@ IDLE, WARMUP, TRAIN, EVAL, TOTAL = "idle", "warmup", "train", "eval", "total"
 PHASES = (IDLE, WARMUP, TRAIN, EVAL)
 RUN_PHASES = (WARMUP, TRAIN, EVAL)  # what ``total`` adds up
 TRAINING_PHASES = (WARMUP, TRAIN)  # where training samples are counted
+WINDOWS = (*PHASES, TOTAL)  # the windows of a result, in order
 
 
 @dataclass

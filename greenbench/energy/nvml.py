@@ -45,19 +45,25 @@ from __future__ import annotations
 
 import logging
 import math
-import operator
 import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from greenbench.energy.meters import GPU, NVML_COUNTER, NVML_SAMPLING, Meter, Reading
+from greenbench.energy.nvml_devices import (
+    Device,
+    DeviceSpec,
+    describe_error,
+    normalise_spec,
+    nvml_text,
+    parse_visible_devices,
+    try_call,
+)
 
 log = logging.getLogger(__name__)
 
-DeviceSpec = int | str
 MAX_SAMPLE_HZ = 1000.0  # beyond this the sampling thread would be close to busy waiting
 _JOIN_TIMEOUT_S = 5.0
 _THREAD_NAME = "greenbench-nvml-sampler"
@@ -65,45 +71,6 @@ _THREAD_NAME = "greenbench-nvml-sampler"
 
 class _Unavailable(Exception):
     """Raised inside ``start()`` when the GPUs cannot be measured; the message is the reason."""
-
-
-@dataclass
-class _Device:
-    """One physical GPU: what it is, which path measures it, and that path's state."""
-
-    requested: list[DeviceSpec]
-    label: str  # names the device in fault reasons
-    handle: Any
-    index: int | None
-    uuid: str | None
-    name: str | None = None
-    power_limit_w: float | None = None
-    source: str = NVML_SAMPLING
-    counter_error: str | None = None  # why the counter is not used, if it is not
-    # Counter path, integer millijoules: energy = banked + (last - base).
-    base_mj: int = 0
-    last_mj: int = 0
-    banked_mj: int = 0
-    # Sampling path: the previous good sample (None after a failed one) and the integral.
-    last_t: float | None = None
-    last_mw: int = 0
-    sampled_j: float = 0.0
-
-    def joules(self) -> float:
-        if self.source == NVML_COUNTER:
-            return (self.banked_mj + self.last_mj - self.base_mj) / 1000
-        return self.sampled_j
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "requested": list(self.requested),
-            "index": self.index,
-            "uuid": self.uuid,
-            "name": self.name,
-            "power_limit_w": self.power_limit_w,
-            "source": self.source,
-            "counter_error": self.counter_error,
-        }
 
 
 class NvmlMeter(Meter):
@@ -126,7 +93,7 @@ class NvmlMeter(Meter):
         sample_hz = float(sample_hz)
         if not (math.isfinite(sample_hz) and 0 < sample_hz <= MAX_SAMPLE_HZ):
             raise ValueError(f"sample_hz must be in (0, {MAX_SAMPLE_HZ:g}], got {sample_hz!r}")
-        self._requested = [_normalise_spec(spec) for spec in devices]
+        self._requested = [normalise_spec(spec) for spec in devices]
         self.sample_hz = sample_hz
         self.force_sampling = force_sampling
         self._clock = clock
@@ -138,7 +105,7 @@ class NvmlMeter(Meter):
         self._nvml: Any = None  # the pynvml module while NVML is initialised
         self._started = False
         self._final: dict[str, Reading] | None = None  # the reading taken by stop()
-        self._devices: list[_Device] = []
+        self._devices: list[Device] = []
         self._driver_version: str | None = None
         self._unavailable: str | None = None
         self._faults = 0
@@ -221,11 +188,11 @@ class NvmlMeter(Meter):
         except pynvml.NVMLError_DriverNotLoaded as exc:
             raise _Unavailable("NVIDIA driver not loaded") from exc
         except Exception as exc:  # NVMLError or anything else the binding raises
-            raise _Unavailable(f"NVML failed to initialise: {_describe(exc)}") from exc
+            raise _Unavailable(f"NVML failed to initialise: {describe_error(exc)}") from exc
         self._nvml = pynvml
 
-        self._driver_version = _text(_try(pynvml.nvmlSystemGetDriverVersion))
-        visible = _parse_visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"))
+        self._driver_version = nvml_text(try_call(pynvml.nvmlSystemGetDriverVersion))
+        visible = parse_visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"))
         for spec in self._requested:
             self._add_device(spec, visible)
         # Starting values last, all together, so that joules count from the end of start().
@@ -248,10 +215,10 @@ class NvmlMeter(Meter):
             else:
                 handle, index = self._handle_by_uuid(target)
         except Exception as exc:
-            raise _Unavailable(f"{label}: NVML cannot open it ({_describe(exc)})") from exc
+            raise _Unavailable(f"{label}: NVML cannot open it ({describe_error(exc)})") from exc
         if index is None:
-            index = _try(nv.nvmlDeviceGetIndex, handle)
-        uuid = _text(_try(nv.nvmlDeviceGetUUID, handle))
+            index = try_call(nv.nvmlDeviceGetIndex, handle)
+        uuid = nvml_text(try_call(nv.nvmlDeviceGetUUID, handle))
 
         for dev in self._devices:  # the same GPU named twice is measured once
             if (uuid is not None and dev.uuid == uuid) or (
@@ -261,15 +228,15 @@ class NvmlMeter(Meter):
                 return
         if index is not None and label != f"cuda:{index}":
             label = f"{label} (NVML {index})"
-        limit_mw = _try(nv.nvmlDeviceGetEnforcedPowerLimit, handle)
+        limit_mw = try_call(nv.nvmlDeviceGetEnforcedPowerLimit, handle)
         self._devices.append(
-            _Device(
+            Device(
                 requested=[spec],
                 label=label,
                 handle=handle,
                 index=index,
                 uuid=uuid,
-                name=_text(_try(nv.nvmlDeviceGetName, handle)),
+                name=nvml_text(try_call(nv.nvmlDeviceGetName, handle)),
                 power_limit_w=None if limit_mw is None else limit_mw / 1000,
             )
         )
@@ -282,16 +249,17 @@ class NvmlMeter(Meter):
             return nv.nvmlDeviceGetHandleByUUID(uuid), None
         except Exception as exact_error:
             matches = []
-            for i in range(_try(nv.nvmlDeviceGetCount) or 0):
-                handle = _try(nv.nvmlDeviceGetHandleByIndex, i)
-                other = None if handle is None else _text(_try(nv.nvmlDeviceGetUUID, handle))
+            for i in range(try_call(nv.nvmlDeviceGetCount) or 0):
+                handle = try_call(nv.nvmlDeviceGetHandleByIndex, i)
+                uuid_of = None if handle is None else try_call(nv.nvmlDeviceGetUUID, handle)
+                other = nvml_text(uuid_of)
                 if other is not None and other.startswith(uuid):
                     matches.append((handle, i))
             if len(matches) == 1:
                 return matches[0]
             raise exact_error
 
-    def _choose_path(self, dev: _Device) -> None:
+    def _choose_path(self, dev: Device) -> None:
         if self.force_sampling:
             dev.counter_error = "sampling forced"
             return
@@ -300,11 +268,11 @@ class NvmlMeter(Meter):
                 self._nvml.nvmlDeviceGetTotalEnergyConsumption(dev.handle)
             )
         except Exception as exc:  # NVMLError_NotSupported before Volta, or any other error
-            dev.counter_error = _describe(exc)
+            dev.counter_error = describe_error(exc)
         else:
             dev.source = NVML_COUNTER
 
-    def _sampled_devices(self) -> list[_Device]:
+    def _sampled_devices(self) -> list[Device]:
         return [dev for dev in self._devices if dev.source == NVML_SAMPLING]
 
     def _baseline_samples(self) -> None:
@@ -319,7 +287,7 @@ class NvmlMeter(Meter):
                 why = dev.counter_error or "not read"
                 raise _Unavailable(
                     f"{dev.label}: neither energy counter ({why}) nor power "
-                    f"({_describe(exc)}) can be read"
+                    f"({describe_error(exc)}) can be read"
                 ) from exc
             dev.last_t = now
 
@@ -349,7 +317,8 @@ class NvmlMeter(Meter):
             try:
                 now_mj = int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(dev.handle))
             except Exception as exc:
-                self._record_fault(f"{dev.label}: energy counter read failed: {_describe(exc)}")
+                self._record_fault(
+                    f"{dev.label}: energy counter read failed: {describe_error(exc)}")
                 continue
             if now_mj < dev.last_mj:
                 self._record_fault(
@@ -371,7 +340,7 @@ class NvmlMeter(Meter):
             try:
                 power_mw = int(self._nvml.nvmlDeviceGetPowerUsage(dev.handle))
             except Exception as exc:
-                self._record_fault(f"{dev.label}: power read failed: {_describe(exc)}")
+                self._record_fault(f"{dev.label}: power read failed: {describe_error(exc)}")
                 dev.last_t = None  # integration restarts at the next good sample
                 continue
             if dev.last_t is not None and now > dev.last_t:
@@ -399,68 +368,4 @@ class NvmlMeter(Meter):
         try:
             nv.nvmlShutdown()
         except Exception as exc:
-            log.debug("nvmlShutdown failed: %s", _describe(exc))
-
-
-def _normalise_spec(spec: Any) -> DeviceSpec:
-    """An int index for ints, ``"3"`` and ``"cuda:3"``; the stripped string for a UUID."""
-    if isinstance(spec, str):
-        text = spec.strip()
-        digits = text.removeprefix("cuda:")
-        if digits.isascii() and digits.isdigit():
-            return int(digits)
-        if not text:
-            raise ValueError("an empty string is not a GPU")
-        return text
-    if isinstance(spec, bool):
-        raise TypeError(f"a GPU is a CUDA index or a UUID, not {spec!r}")
-    try:
-        index = operator.index(spec)
-    except TypeError:
-        raise TypeError(f"a GPU is a CUDA index or a UUID, not {spec!r}") from None
-    if index < 0:
-        raise ValueError(f"a CUDA device index cannot be negative: {index}")
-    return index
-
-
-def _parse_visible_devices(raw: str | None) -> list[DeviceSpec] | None:
-    """``CUDA_VISIBLE_DEVICES`` as a list of NVML indices and UUIDs; None when it is unset.
-
-    As in CUDA, the list ends at the first entry that is neither (so ``-1`` hides every GPU).
-    """
-    if raw is None:
-        return None
-    visible: list[DeviceSpec] = []
-    for entry in (part.strip() for part in raw.split(",")):
-        if entry.isascii() and entry.isdigit():
-            visible.append(int(entry))
-        elif entry.startswith(("GPU-", "MIG-")):
-            visible.append(entry)
-        else:
-            break
-    return visible
-
-
-def _try(function: Callable[..., Any], *args: Any) -> Any:
-    """``function(*args)``, or None if it raises: for details that are not worth failing on."""
-    try:
-        return function(*args)
-    except Exception:
-        return None
-
-
-def _text(value: Any) -> str | None:
-    """NVML strings arrive as bytes or str depending on the binding's version."""
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
-def _describe(exc: BaseException) -> str:
-    try:
-        text = str(exc)
-    except Exception:
-        text = ""
-    return text or type(exc).__name__
+            log.debug("nvmlShutdown failed: %s", describe_error(exc))

@@ -12,6 +12,9 @@ features ``(N, d)`` float32 and carries an int attribute ``num_features`` (``d``
   own nearest training neighbour does.
 - ``score``: all of the above in one call, extracting each image set once.
 
+Whether a higher score is better is declared once, with the record:
+``greenbench.records.HIGHER_IS_BETTER``.
+
 The nearest-neighbour metrics are pure functions of feature tensors. Distances are Euclidean,
 computed exactly (no matrix-product shortcut) in float64 on the CPU, in row blocks so that
 memory stays bounded for large sets (10,000 x 60,000 and beyond). A point on the boundary of a
@@ -29,16 +32,6 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
-
-HIGHER_IS_BETTER: dict[str, bool] = {
-    "kid": False,
-    "fid": False,
-    "precision": True,
-    "recall": True,
-    "density": True,
-    "coverage": True,
-    "memorisation": False,
-}
 
 DEFAULT_BATCH_SIZE = 512
 

@@ -17,8 +17,10 @@ import pandas as pd
 
 from greenbench import __version__, environment, results
 from greenbench.files import atomic_write
+from greenbench.records import NOT_OK, OK
 from greenbench.report import plots, tables
 from greenbench.report.render import ReportContent, html, markdown
+from greenbench.store import SweepStore
 
 
 def build(
@@ -32,7 +34,7 @@ def build(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     labels = _run_labels(summary)
-    ok = frame[frame["status"] == "ok"].assign(label=frame["run_id"].map(labels))
+    ok = frame[frame["status"] == OK].assign(label=frame["run_id"].map(labels))
     figures = [
         ("KID against training energy; the line joins the Pareto-optimal configurations",
          plots.kid_vs_energy(summary, out_dir)),
@@ -43,7 +45,7 @@ def build(
     ]
     content = ReportContent(
         title=f"greenbench report: {', '.join(_names(folders))}",
-        sweeps=[results.sweep_description(folder) for folder in folders],
+        sweeps=[SweepStore(folder).description() for folder in folders],
         status_counts=frame["status"].value_counts().to_dict(),
         tables=[
             ("Energy and cost", _ENERGY_NOTE, energy_table(summary)),
@@ -73,7 +75,7 @@ def default_out_dir(folders: list[Path]) -> Path:
 
 
 def _names(folders: list[Path]) -> list[str]:
-    return [results.sweep_description(folder)[0] for folder in folders]
+    return [SweepStore(folder).description()[0] for folder in folders]
 
 
 def _run_labels(summary: pd.DataFrame) -> dict[str, str]:
@@ -120,7 +122,7 @@ def _plain(row: pd.Series, metric: str, digits: int = 4, scale: float = 1.0) -> 
 
 
 def _runs(row: pd.Series) -> str:
-    parts = [str(row["n"])] + [f"{row[f'n_{s}']} {s}" for s in tables.NOT_OK if row[f"n_{s}"]]
+    parts = [str(row["n"])] + [f"{row[f'n_{s}']} {s}" for s in NOT_OK if row[f"n_{s}"]]
     return ", ".join(parts)
 
 
@@ -197,7 +199,7 @@ def notes(frame: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
             "run's, and not comparable with runs that had a node to themselves. GPU energy is "
             "per device. Set executor.exclusive_node: true in the sweep to attribute it."
         )
-    not_ok = frame[frame["status"] != "ok"]
+    not_ok = frame[frame["status"] != OK]
     for status, runs in not_ok.groupby("status"):
         reasons = "; ".join(sorted({str(r) for r in runs["reason"].dropna()}))
         lines.append(f"{len(runs)} run(s) {status}, not averaged in: {reasons}")

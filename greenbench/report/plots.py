@@ -24,13 +24,15 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from greenbench.energy.meters import COMPONENTS
+from greenbench.energy.monitor import RUN_PHASES
+
 DPI = 150
 ESTIMATED_NOTE = "energy: CodeCarbon estimates, not measured"
 LOG_SPAN = 10.0  # an energy axis whose values span more than this factor is drawn on a log scale
 MAX_LABEL = 40  # characters of a configuration label drawn on a figure
 
-WINDOWS = ("warmup", "train", "eval")
-COMPONENTS = ("gpu", "cpu", "ram")
+WINDOWS = RUN_PHASES  # the windows of the energy breakdown; idle is a baseline, not a cost
 COMPONENT_COLOURS = {"gpu": "#2ca02c", "cpu": "#1f77b4", "ram": "#ff7f0e"}
 WINDOW_HATCHES = {"warmup": "////", "train": "", "eval": "...."}
 POINT_COLOUR = "#1f77b4"

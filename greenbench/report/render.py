@@ -22,8 +22,10 @@ from urllib.parse import quote
 
 import pandas as pd
 
+from greenbench.records import DIVERGED, FAILED
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PROBLEM_STATUSES = frozenset({"failed", "diverged"})
+PROBLEM_STATUSES = frozenset({FAILED, DIVERGED})
 
 # A cell that is a number, optionally with a ± interval and a unit ("1.2e3", "140 ± 12 J", "8 %").
 _NUMBER = r"[-+−]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)(?:[eE][-+−]?\d+)?"

@@ -15,12 +15,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-GROUP_KEYS = (
-    "model", "dataset", "image_size", "precision", "width", "data_fraction", "latent_dim",
-    "batch_size", "epochs", "steps", "lr",
-)
+from greenbench.records import CONFIGURATION_KEYS, HIGHER_IS_BETTER, NOT_OK, OK
+from greenbench.results import group_keys
+from greenbench.results.stats import confidence_half_width, t_quantile
+
 LABEL_KEYS = ("model", "precision", "width", "data_fraction")  # always in a label
 METRICS = (
     "energy_train_j", "energy_train_net_j", "energy_eval_j", "energy_total_j",
@@ -28,17 +27,8 @@ METRICS = (
     "sample_precision", "sample_recall", "density", "coverage", "memorisation", "nll_nats",
     "nll_bits_per_dim", "best_kid", "energy_to_quality_j",
 )
-NOT_OK = ("skipped", "diverged", "failed")
 DEFAULT_BASELINE = {"precision": "32-true", "width": 1.0, "data_fraction": 1.0}
-CONFIDENCE = 0.95
-
-
-def group_keys(results: pd.DataFrame) -> list[str]:
-    """The configuration keys; split by feature extractor when the runs used several."""
-    keys = [key for key in GROUP_KEYS if key in results]
-    if results.get("extractor_id") is not None and results["extractor_id"].nunique() > 1:
-        keys.append("extractor_id")
-    return keys
+PARETO_QUALITY = "kid"  # the quality axis of the Pareto marks; its direction is declared
 
 
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
@@ -46,7 +36,7 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
     keys = group_keys(results)
     rows = []
     for values, runs in results.groupby(keys, dropna=False, sort=True):
-        ok = runs[runs["status"] == "ok"]
+        ok = runs[runs["status"] == OK]
         row: dict[str, Any] = dict(zip(keys, values, strict=True))
         row["run_ids"] = list(runs["run_id"])
         row["n"] = len(ok)
@@ -72,13 +62,6 @@ def _statistics(metric: str, values: pd.Series) -> dict[str, float]:
     sd = float(values.std(ddof=1)) if n > 1 else math.nan
     ci = confidence_half_width(sd, n)
     return {f"{metric}_mean": mean, f"{metric}_sd": sd, f"{metric}_ci": ci, f"{metric}_n": n}
-
-
-def confidence_half_width(sd: float, n: int, confidence: float = CONFIDENCE) -> float:
-    """Half-width of the Student-t interval of a mean of ``n`` values; NaN for ``n < 2``."""
-    if n < 2 or not math.isfinite(sd):
-        return math.nan
-    return float(stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n))
 
 
 def most_sharing(runs: pd.DataFrame) -> int:
@@ -131,12 +114,16 @@ def _number(value: Any) -> str:
 
 def pareto(summary: pd.DataFrame) -> pd.Series:
     """True where no configuration of the same model and dataset has both lower training
-    energy and lower (better) KID; NaN where either number is missing."""
+    energy and better KID (the direction ``HIGHER_IS_BETTER`` declares); NaN where either
+    number is missing."""
     marks = pd.Series(np.nan, index=summary.index, dtype=object)
     scope = [k for k in ("model", "dataset", "image_size", "extractor_id") if k in summary]
     for _, group in summary.groupby(scope, dropna=False):
-        scored = group.dropna(subset=["energy_train_j_mean", "kid_mean"])
-        energy, kid = scored["energy_train_j_mean"], scored["kid_mean"]
+        quality = f"{PARETO_QUALITY}_mean"
+        scored = group.dropna(subset=["energy_train_j_mean", quality])
+        energy = scored["energy_train_j_mean"]
+        # as a "lower is better" axis, whatever the metric's direction
+        kid = -scored[quality] if HIGHER_IS_BETTER[PARETO_QUALITY] else scored[quality]
         for index in scored.index:
             others = scored.index != index
             dominated = (
@@ -152,7 +139,7 @@ def savings(summary: pd.DataFrame, baseline: dict[str, Any] | None = None) -> pd
     baseline does not set): ratios of mean training energy and of mean KID, with 95 % intervals
     where both sides have at least two runs."""
     baseline = DEFAULT_BASELINE if baseline is None else baseline
-    keys = [k for k in (*GROUP_KEYS, "extractor_id") if k in summary and k not in baseline]
+    keys = [k for k in (*CONFIGURATION_KEYS, "extractor_id") if k in summary and k not in baseline]
     rows = []
     for _, row in summary.iterrows():
         match = summary
@@ -187,7 +174,7 @@ def _ratio(metric: str, row: pd.Series, base: pd.Series | None) -> dict[str, flo
     if n_a >= 2 and n_b >= 2:
         # Delta method on the log of the ratio of two independent means.
         se = math.sqrt((row[f"{metric}_sd"] / a) ** 2 / n_a + (base[f"{metric}_sd"] / b) ** 2 / n_b)
-        t = stats.t.ppf(0.5 + CONFIDENCE / 2, min(n_a, n_b) - 1)
+        t = t_quantile(min(n_a, n_b))
         out[f"{metric}_ratio_low"] = a / b * math.exp(-t * se)
         out[f"{metric}_ratio_high"] = a / b * math.exp(t * se)
     return out
@@ -203,8 +190,9 @@ def parse_baseline(text: str | None, columns: list[str]) -> dict[str, Any] | Non
         key, value = key.strip(), value.strip()
         if not sep or not key or not value:
             raise ValueError(f"{part!r} is not KEY=VALUE")
-        if key not in GROUP_KEYS or key not in columns:
-            raise ValueError(f"{key!r} is not a configuration key ({', '.join(GROUP_KEYS)})")
+        if key not in CONFIGURATION_KEYS or key not in columns:
+            raise ValueError(
+                f"{key!r} is not a configuration key ({', '.join(CONFIGURATION_KEYS)})")
         try:
             selection[key] = float(value)
         except ValueError:

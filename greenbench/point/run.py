@@ -23,10 +23,11 @@ from torch.utils.data import DataLoader, TensorDataset
 from greenbench import data, environment
 from greenbench.energy.callback import EnergyCallback
 from greenbench.energy.carbon import resolve_intensity
-from greenbench.flops import StepFlops
-from greenbench.images import grid_png
 from greenbench.models import build_model
-from greenbench.quality.curve import QualityCurve, best_point, energy_to_quality
+from greenbench.point.curve import QualityCurve, best_point, energy_to_quality
+from greenbench.point.flops import StepFlops
+from greenbench.point.images import grid_png
+from greenbench.point.training import TrainingMonitor
 from greenbench.quality.evaluate import EvalData, EvalSettings, evaluate
 from greenbench.quality.extractor import ACCURACY_FLOOR, Extractor, load_or_build
 from greenbench.records import (
@@ -35,12 +36,11 @@ from greenbench.records import (
     OK,
     SKIPPED,
     PointResult,
+    RunSpec,
     finish,
     last_line,
     new_record,
 )
-from greenbench.sweep import RunSpec
-from greenbench.training import TrainingMonitor
 
 SAMPLE_GRID = 64  # of the final evaluation's samples, saved as samples/<run_id>.png
 
@@ -77,7 +77,8 @@ def _run(spec: RunSpec, result: PointResult, codecarbon_dir: str) -> tuple[str, 
     curve = QualityCurve(scorer, energy, config["eval"]["every_n_epochs"])
     trainer = _trainer(config, [monitor, energy, flops, curve])
     device = trainer.strategy.root_device
-    record["environment"] = environment.describe(device)
+    record["environment"] = environment.describe(
+        device.type, torch.cuda.get_device_name(device) if device.type == "cuda" else None)
     timings["setup_s"] = _since(started)
 
     unavailable = precision_unavailable(config["precision"], trainer.precision, device)

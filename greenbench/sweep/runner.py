@@ -9,24 +9,15 @@ point is complete). A point recorded ``ok``, ``skipped`` or ``diverged`` is not 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-from greenbench.progress import SweepProgress
-from greenbench.records import FAILED, FINAL, PointResult, to_json
+from greenbench.records import FAILED, FINAL, PointResult, RunSpec, to_json
 from greenbench.store import SweepStore
-from greenbench.sweep import RunSpec, Sweep, expand
-
-
-class Executor(Protocol):
-    name: str
-
-    def run_all(
-        self, specs: list[RunSpec], progress: SweepProgress
-    ) -> Iterator[tuple[RunSpec, PointResult]]: ...
+from greenbench.sweep.executors import Executor
+from greenbench.sweep.progress import SweepProgress
+from greenbench.sweep.schema import Sweep, expand
 
 
 @dataclass(frozen=True)
@@ -49,7 +40,7 @@ class Plan:
     specs: list[RunSpec]  # every point of the sweep
     to_run: list[RunSpec]  # those this invocation runs
     records: dict[str, dict]  # what is stored already, by run_id
-    unreadable: list[Path]  # files in records/ that are not records
+    unreadable: list[tuple[Path, str]]  # files in records/ that are not records, and why
 
 
 def plan(sweep: Sweep, force: bool = False) -> Plan:
@@ -68,8 +59,9 @@ def run_sweep(
     with store.open_for_writing():
         store.write_sweep(sweep.resolved_yaml())
         points = plan(sweep, force)
-        for path in points.unreadable:
-            progress.note(f"warning: {path} is not a readable record; its point runs again")
+        for path, why in points.unreadable:
+            progress.note(f"warning: {path} is not a record this greenbench reads ({why}); "
+                          "its point runs again and replaces it")
         statuses = {
             s.run_id: points.records[s.run_id]["status"]
             for s in points.specs

@@ -1,12 +1,8 @@
-"""Executors run points and hand back their results; the runner alone stores them.
+"""The local executor: each point in a fresh Python process on this machine, one at a time.
 
-An executor has one method, ``run_all(specs, progress)``, that yields ``(spec, result)`` pairs as
-points finish. ``LocalExecutor`` runs each point in a fresh Python process on this machine, one at
-a time: a crash or an out-of-memory kill takes down that point only, every point starts with
-clean accelerator state, and the energy a process draws belongs to one run. A point whose process
-dies without a record is recorded ``failed`` with how it died and the last line it printed.
-``RayExecutor`` (``greenbench.ray_executor``, the ``ray`` extra) runs the same point processes as
-Ray tasks across a cluster; ``make_executor`` picks one from the sweep's ``executor`` section.
+A crash or an out-of-memory kill takes down that point only, every point starts with clean
+accelerator state, and the energy a process draws belongs to one run. A point whose process dies
+without a record is recorded ``failed`` with how it died and the last line it printed.
 """
 
 from __future__ import annotations
@@ -23,14 +19,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from greenbench import environment
-from greenbench.errors import UserError
-from greenbench.progress import SweepProgress
-from greenbench.records import FAILED, PointResult, finish, new_record
-from greenbench.sweep import ExecutorSection, RunSpec
+from greenbench.records import PointResult, RunSpec, failed_record
+from greenbench.sweep.progress import SweepProgress
 
 
 class LocalExecutor:
-    """Run points one at a time, each in its own ``python -m greenbench.child`` process."""
+    """Run points one at a time, each in its own ``python -m greenbench.point.child`` process."""
 
     name = "local"
 
@@ -55,7 +49,7 @@ class LocalExecutor:
             log_path = handoff / "output.log"
             with open(log_path, "wb") as log:
                 process = subprocess.Popen(
-                    [self.python, "-m", "greenbench.child", str(handoff)],
+                    [self.python, "-m", "greenbench.point.child", str(handoff)],
                     env=_child_environment(),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
@@ -107,12 +101,10 @@ def _collect(handoff: Path) -> PointResult | None:
 
 
 def _died(spec: RunSpec, returncode: int, output: bytes) -> PointResult:
-    record = new_record(spec.run_id, spec.sweep, spec.config)
-    record["environment"] = environment.describe()
     how = _exit_description(returncode)
     lines = [line for line in output.decode(errors="replace").splitlines() if line.strip()]
     reason = f"the point's process {how}" + (f": {lines[-1].strip()}" if lines else "")
-    return PointResult(finish(record, FAILED, reason))
+    return PointResult(failed_record(spec, reason, environment.describe()))
 
 
 def _exit_description(returncode: int) -> str:
@@ -138,18 +130,3 @@ def _stop(process: subprocess.Popen, grace_s: float = 5.0) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-
-
-def make_executor(settings: ExecutorSection):
-    """The executor a sweep asks for: local, or Ray when the ``ray`` extra is installed."""
-    if settings.kind == "local":
-        return LocalExecutor()
-    try:
-        from greenbench.ray_executor import RayExecutor
-    except ImportError as error:
-        if error.name is not None and error.name.split(".")[0] != "ray":
-            raise
-        raise UserError(
-            "executor: ray needs Ray, which is not installed: pip install 'greenbench[ray]'"
-        ) from None
-    return RayExecutor(settings)

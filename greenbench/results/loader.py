@@ -33,22 +33,18 @@ them). Columns, units in their names:
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
-from greenbench.errors import UserError
+from greenbench.energy.meters import COMPONENTS
+from greenbench.energy.monitor import WINDOWS
+from greenbench.records import CONFIG_KEYS, CONFIGURATION_KEYS, CURVE_FIELDS
+from greenbench.store import SweepStore
 
-WINDOWS = ("idle", "warmup", "train", "eval", "total")
-COMPONENTS = ("gpu", "cpu", "ram")
-CONFIG_KEYS = (
-    "model", "dataset", "image_size", "precision", "width", "data_fraction", "seed", "repeat",
-    "latent_dim", "batch_size", "epochs", "steps", "lr",
-)
 QUALITY_KEYS = {  # record key -> column
     "kid": "kid", "kid_std": "kid_std", "fid": "fid", "precision": "sample_precision",
     "recall": "sample_recall", "density": "density", "coverage": "coverage",
@@ -57,37 +53,38 @@ QUALITY_KEYS = {  # record key -> column
 }
 
 
-def sweep_directories(paths: Iterable[str | Path], output_dir: str | Path = "runs") -> list[Path]:
-    """The sweep folders to read: ``paths`` as given, or the most recently modified sweep under
-    ``output_dir`` when none is given. Every folder must hold at least one record."""
-    folders = [Path(p) for p in paths] or [_latest_sweep(Path(output_dir))]
+def group_keys(results: pd.DataFrame) -> list[str]:
+    """The keys of a configuration (every config axis but seed and repeat) present in
+    ``results``; split by feature extractor too when the runs used several."""
+    keys = [key for key in CONFIGURATION_KEYS if key in results]
+    if results.get("extractor_id") is not None and results["extractor_id"].nunique() > 1:
+        keys.append("extractor_id")
+    return keys
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def read_records(
+    folders: Iterable[Path], warn: Callable[[str], None] = _warn
+) -> list[dict[str, Any]]:
+    """Every record of the folders, read through the store. A file that is not a record of the
+    supported schema is skipped, and so is a run_id already read from another folder; ``warn``
+    gets one line for each."""
+    records: dict[str, dict[str, Any]] = {}
+    where: dict[str, Path] = {}
     for folder in folders:
-        records = folder / "records"
-        if not records.is_dir():
-            raise UserError(f"{folder}: not a sweep folder (no records/ in it)")
-        if not any(records.glob("*.json")):
-            raise UserError(f"{folder}: no records yet (run the sweep first)")
-    return folders
-
-
-def _latest_sweep(output_dir: Path) -> Path:
-    candidates = [p.parent for p in output_dir.glob("*/records") if p.is_dir()]
-    if not candidates:
-        raise UserError(f"{output_dir}: no sweep results here; run `greenbench run SWEEP.yaml` "
-                        "first or name a sweep folder")
-    return max(candidates, key=lambda folder: (folder / "records").stat().st_mtime)
-
-
-def read_records(folders: Iterable[Path]) -> list[dict[str, Any]]:
-    """Every record of the folders; a file that is not a record is a ``UserError``."""
-    records = []
-    for folder in folders:
-        for path in sorted((folder / "records").glob("*.json")):
-            try:
-                records.append(json.loads(path.read_text(encoding="utf-8")))
-            except (OSError, ValueError) as error:
-                raise UserError(f"{path}: not a readable record ({error})") from None
-    return records
+        found, unreadable = SweepStore(folder).read_records()
+        for path, why in unreadable:
+            warn(f"{path}: skipped, not a record this greenbench reads ({why})")
+        for run_id, record in found.items():
+            if run_id in records:
+                warn(f"{folder}: run {run_id} is also in {where[run_id]}; counted once, "
+                     f"from {where[run_id]}")
+                continue
+            records[run_id], where[run_id] = record, folder
+    return list(records.values())
 
 
 def load(folders: Iterable[Path]) -> pd.DataFrame:
@@ -180,14 +177,4 @@ def load_curves(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
         for record in records
         for point in record.get("quality_curve") or []
     ]
-    return pd.DataFrame(rows, columns=["run_id", "epoch", "step", "train_j", "kid", "fid",
-                                       "nll_nats"])
-
-
-def sweep_description(folder: Path) -> tuple[str, str]:
-    """(name, description) from a sweep folder's resolved ``sweep.yaml``."""
-    try:
-        content = yaml.safe_load((folder / "sweep.yaml").read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        content = {}
-    return str(content.get("name", folder.name)), str(content.get("description", ""))
+    return pd.DataFrame(rows, columns=["run_id", *CURVE_FIELDS])

@@ -2,7 +2,7 @@
 
 Each point is one Ray task in a fresh worker process (``max_calls=1``: nothing carries over from
 one point to the next). The task runs exactly what the local executor runs, ``python -m
-greenbench.child`` in its own process, and returns the record and files; the driver (the
+greenbench.point.child`` in its own process, and returns the record and files; the driver (the
 ``greenbench run`` process) gathers them as tasks finish and writes the store, so resume,
 ``--force``, atomic records, exit codes and the progress line behave as with the local executor.
 greenbench schedules nothing itself: Ray places tasks by the resources they ask for
@@ -31,13 +31,13 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import ray  # after switching usage statistics off
 
 from greenbench import environment
+from greenbench.energy.meters import NODE_LEVEL
 from greenbench.errors import UserError
-from greenbench.executors import LocalExecutor
-from greenbench.progress import SweepProgress
-from greenbench.records import FAILED, PointResult, finish, new_record
-from greenbench.sweep import ExecutorSection, RunSpec
+from greenbench.records import PointResult, RunSpec, failed_record
+from greenbench.sweep.executors.local import LocalExecutor
+from greenbench.sweep.progress import SweepProgress
+from greenbench.sweep.schema import ExecutorSection
 
-NODE_LEVEL = ("cpu", "ram")
 POLL_S = 0.5
 
 
@@ -156,12 +156,11 @@ class RayExecutor:
         try:
             record, files = ray.get(ref)
         except ray.exceptions.RayError as error:
-            record = new_record(spec.run_id, spec.sweep, spec.config)
-            record["environment"] = environment.describe()
-            record.update(executor="ray", node=None, node_concurrency=None)
             lines = [line for line in str(error).splitlines() if line.strip()]
             why = lines[0] if lines else type(error).__name__
-            finish(record, FAILED, f"the point's Ray task failed, retried once: "
-                                   f"{type(error).__name__}: {why}")
+            record = failed_record(spec, f"the point's Ray task failed, retried once: "
+                                         f"{type(error).__name__}: {why}",
+                                   environment.describe())
+            record.update(executor="ray", node=None, node_concurrency=None)
             return PointResult(record)
         return PointResult(record, files)

@@ -4,7 +4,7 @@ Four small image-classification datasets are supported:
 
 * ``digits``: scikit-learn's bundled 8x8 handwritten digits, split 80/20 with a fixed seed.
 * ``mnist``, ``fashion-mnist`` and ``cifar10``: files in torchvision's on-disk layout under a
-  root folder, read by ``greenbench.readers`` (never downloaded).
+  root folder, read by ``greenbench.data.readers`` (never downloaded).
 
 ``inspect_dataset`` checks a dataset's name and root and reports its sizes cheaply, so that sweep
 files can be validated before anything is trained. ``load_dataset`` returns float32 tensors
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from greenbench import readers
+from greenbench.data import readers
 from greenbench.errors import UserError
 
 if TYPE_CHECKING:

@@ -31,21 +31,21 @@ from typing import Any, Literal
 
 import pandas as pd
 from pydantic import Field, model_validator
-from scipy import stats
 
-from greenbench.config import StrictModel, load_yaml, validate
+from greenbench.energy.meters import GPU
 from greenbench.errors import UserError
+from greenbench.records import CONFIG_KEYS, OK
+from greenbench.results.stats import confidence_half_width, welch_p_value
+from greenbench.yamlfile import StrictModel, load_yaml, validate
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 SIGNIFICANCE = 0.01
-SELECTABLE = (
-    "model", "dataset", "image_size", "precision", "width", "data_fraction", "seed", "repeat",
-    "latent_dim", "batch_size", "epochs", "steps", "lr",
-)
+SELECTABLE = CONFIG_KEYS  # a rule selects runs by what was trained
 Scalar = str | int | float | bool
 BOUNDS = ("max", "min", "max_ratio", "min_ratio")
-# metrics that include a node's CPU and RAM energy (those ending in _gpu_j do not)
+# metrics that include a node's CPU and RAM energy (the GPU's own columns do not)
 NODE_LEVEL_METRICS = ("energy_", "j_per_1k_samples", "kwh", "gco2", "idle_power_w")
+GPU_ONLY_SUFFIX = f"_{GPU}_j"
 
 
 class Rule(StrictModel):
@@ -133,8 +133,8 @@ class Verdict:
 def evaluate(rules: list[Rule], results: pd.DataFrame,
              baseline: pd.DataFrame | None = None) -> list[Verdict]:
     """Decide every rule; a rule whose selection matches no ok run is a ``UserError``."""
-    ok = results[results["status"] == "ok"]
-    reference_pool = baseline[baseline["status"] == "ok"] if baseline is not None else None
+    ok = results[results["status"] == OK]
+    reference_pool = baseline[baseline["status"] == OK] if baseline is not None else None
     return [_decide(rule, ok, reference_pool) for rule in rules]
 
 
@@ -158,12 +158,12 @@ def _decide(rule: Rule, ok: pd.DataFrame, baseline: pd.DataFrame | None) -> Verd
 def shared_node_warnings(rules: list[Rule], results: pd.DataFrame) -> list[str]:
     """One line per energy rule whose runs shared a node: their CPU and RAM energy is the
     node's, drawn for every point running there, not each run's own."""
-    ok = results[results["status"] == "ok"]
+    ok = results[results["status"] == OK]
     if "node_concurrency" not in ok:
         return []
     lines = []
     for rule in rules:
-        if not rule.metric.startswith(NODE_LEVEL_METRICS) or rule.metric.endswith("_gpu_j"):
+        if not rule.metric.startswith(NODE_LEVEL_METRICS) or rule.metric.endswith(GPU_ONLY_SUFFIX):
             continue
         chosen = _selected(ok, rule.select)
         if rule.relative_to is not None:
@@ -211,7 +211,7 @@ def _statistic(values: pd.Series, statistic: str) -> tuple[float, str]:
         return mean, f"mean of {len(values)} run(s)"
     if len(values) < 2:
         return mean, "one run, so no interval: its value decides"
-    half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+    half = confidence_half_width(float(values.std(ddof=1)), len(values))
     upper = statistic == "upper_ci"
     return (mean + half if upper else mean - half,
             f"{'upper' if upper else 'lower'} end of the 95 % interval over {len(values)} runs")
@@ -239,10 +239,7 @@ def _relative(rule: Rule, values: pd.Series, reference: pd.Series, where: str) -
                        f"{base}; no significance test possible (one run on a side, or no "
                        "spread): the bound alone decides")
     # H0: the selection's mean is within bound x the reference's mean.
-    scaled = reference * bound
-    test = stats.ttest_ind(values, scaled, equal_var=False,
-                           alternative="greater" if is_max else "less")
-    p = float(test.pvalue)
+    p = welch_p_value(values, reference * bound, greater=is_max)
     if p < SIGNIFICANCE:
         return Verdict(rule, FAIL, ratio, bound, margin, len(values), len(reference), p,
                        f"{base}; beyond the bound and significant (Welch, p = {p:.2g})")

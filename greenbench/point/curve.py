@@ -15,8 +15,7 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from greenbench.energy.callback import EnergyCallback
-
-CURVE_KEYS = ("kid", "fid", "nll_nats")  # what each curve point keeps in the record
+from greenbench.records import CURVE_KEYS, HIGHER_IS_BETTER
 
 
 class QualityCurve(Callback):
@@ -61,10 +60,14 @@ class QualityCurve(Callback):
         ]
 
 
-def best_point(points: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The point with the lowest KID, or None when no point has one."""
-    scored = [p for p in points if p["scores"].get("kid") is not None]
-    return min(scored, key=lambda p: p["scores"]["kid"]) if scored else None
+def best_point(points: list[dict[str, Any]], metric: str = "kid") -> dict[str, Any] | None:
+    """The point with the best ``metric`` (its declared direction), or None when no point has
+    one."""
+    scored = [p for p in points if p["scores"].get(metric) is not None]
+    if not scored:
+        return None
+    pick = max if HIGHER_IS_BETTER[metric] else min
+    return pick(scored, key=lambda p: p["scores"][metric])
 
 
 def energy_to_quality(points: list[dict[str, Any]], target_kid: float | None) -> float | None:

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from greenbench.sweep import RunSpec
+from greenbench.records import RunSpec
 
 
 class SweepProgress:

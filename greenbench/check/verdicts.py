@@ -9,7 +9,7 @@ import math
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
-from greenbench.budget import FAIL, INCONCLUSIVE, PASS, Verdict
+from greenbench.check.budget import FAIL, INCONCLUSIVE, PASS, Verdict
 
 HEADER = ("rule", "metric", "value", "bound", "margin", "result")
 

@@ -17,11 +17,8 @@ machine, whatever the sweep's name, output folder or executor.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import re
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -29,9 +26,10 @@ import yaml
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from greenbench import data, models
-from greenbench.config import StrictModel, load_yaml, validate
 from greenbench.energy.carbon import resolve_intensity
 from greenbench.errors import UserError
+from greenbench.records import RunSpec, run_id
+from greenbench.yamlfile import StrictModel, load_yaml, validate
 
 PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
 AXES = ("model", "precision", "width", "data_fraction", "seed", "latent_dim", "batch_size")
@@ -204,34 +202,6 @@ class Sweep(StrictModel):
         return yaml.safe_dump(content, sort_keys=False)
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    """One point of a sweep, resolved: everything a child process needs to run it."""
-
-    run_id: str
-    sweep: str
-    config: dict[str, Any]  # what is trained and evaluated; hashed into run_id
-    dataset_root: str | None = None  # where the data lies on this machine; not hashed
-    energy: dict[str, Any] = field(default_factory=dict)  # EnergySection; not hashed
-    carbon: dict[str, Any] = field(default_factory=dict)  # CarbonSection; not hashed
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, content: dict[str, Any]) -> RunSpec:
-        return cls(**content)
-
-    @property
-    def label(self) -> str:
-        """A short human name: ``gan 32-true w=0.5 f=1 seed=0 #0``."""
-        c = self.config
-        return (
-            f"{c['model']} {c['precision']} w={c['width']:g} f={c['data_fraction']:g} "
-            f"seed={c['seed']} #{c['repeat']}"
-        )
-
-
 def load_sweep(path: str | Path) -> Sweep:
     """Read and validate a sweep file, including that its dataset can be read here."""
     path = Path(path)
@@ -304,20 +274,3 @@ def _config(sweep: Sweep, point: dict[str, Any], repeat: int) -> dict[str, Any]:
         "lr": train.lr if train.lr is not None else models.DEFAULT_LR[point["model"]],
         "eval": sweep.eval.model_dump(),
     }
-
-
-def run_id(config: dict[str, Any]) -> str:
-    """A stable id for a resolved config: 12 hex digits of its canonical JSON's SHA-256."""
-    canonical = json.dumps(_normalise(config), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
-
-
-def _normalise(value: Any) -> Any:
-    """Numbers as values, not spellings: 1 and 1.0 hash the same."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {key: _normalise(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_normalise(item) for item in value]
-    return value

@@ -1,4 +1,4 @@
-"""The process that runs one point: ``python -m greenbench.child HANDOFF_DIR``.
+"""The process that runs one point: ``python -m greenbench.point.child HANDOFF_DIR``.
 
 The parent writes ``spec.json`` into HANDOFF_DIR and waits. The child runs the point and leaves
 ``record.json`` (renamed into place once complete) and the point's files under ``files/``, which
@@ -15,14 +15,13 @@ import threading
 import time
 from pathlib import Path
 
-from greenbench.harness import run_point
-from greenbench.records import to_json
-from greenbench.sweep import RunSpec
+from greenbench.point.run import run_point
+from greenbench.records import RunSpec, to_json
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m greenbench.child HANDOFF_DIR", file=sys.stderr)
+        print("usage: python -m greenbench.point.child HANDOFF_DIR", file=sys.stderr)
         return 2
     handoff = Path(argv[0])
     _exit_with_parent()

@@ -1,0 +1,3 @@
+"""Energy budgets for CI: the rules and their decision (``budget``), how verdicts are shown
+(``verdicts``), the machine's calibration file (``calibration``) and the ``check`` command
+(``command``). A reader: it reads results, never runs a model, never imports torch."""

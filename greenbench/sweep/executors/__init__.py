@@ -1,0 +1,43 @@
+"""Executors run points and hand back their results; the runner alone stores them.
+
+An executor has one method, ``run_all(specs, progress)``, that yields ``(spec, result)`` pairs
+as points finish. ``LocalExecutor`` (``local``) runs each point in a fresh process on this
+machine; ``RayExecutor`` (``ray``, the ``ray`` extra) runs the same point processes as Ray tasks
+across a cluster. ``make_executor`` picks one from the sweep's ``executor`` section.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+from greenbench.errors import UserError
+from greenbench.records import PointResult, RunSpec
+from greenbench.sweep.executors.local import LocalExecutor
+from greenbench.sweep.progress import SweepProgress
+from greenbench.sweep.schema import ExecutorSection
+
+__all__ = ["Executor", "LocalExecutor", "make_executor"]
+
+
+class Executor(Protocol):
+    name: str
+
+    def run_all(
+        self, specs: list[RunSpec], progress: SweepProgress
+    ) -> Iterator[tuple[RunSpec, PointResult]]: ...
+
+
+def make_executor(settings: ExecutorSection) -> Executor:
+    """The executor a sweep asks for: local, or Ray when the ``ray`` extra is installed."""
+    if settings.kind == "local":
+        return LocalExecutor()
+    try:
+        from greenbench.sweep.executors.ray import RayExecutor
+    except ImportError as error:
+        if error.name is not None and error.name.split(".")[0] != "ray":
+            raise
+        raise UserError(
+            "executor: ray needs Ray, which is not installed: pip install 'greenbench[ray]'"
+        ) from None
+    return RayExecutor(settings)
