@@ -2,16 +2,16 @@
 
 import nox
 
-# The tested torch release; its CPU build installs quickly and CI pins it. On a GPU machine,
-# install the CUDA build of torch yourself and run pytest directly.
-TORCH = "torch==2.13.0"
+# The tested torch release, written once in .ci/torch.txt; its CPU build installs quickly and CI
+# pins it. On a GPU machine, install the CUDA build of torch yourself and run pytest directly.
+TORCH = ("-r", ".ci/torch.txt")
 
 nox.options.sessions = ["lint", "tests"]
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    session.install(TORCH)
+    session.install(*TORCH)
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
 
@@ -24,6 +24,6 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def quickstart(session: nox.Session) -> None:
-    session.install(TORCH)
+    session.install(*TORCH)
     session.install("-e", ".")
-    session.run("greenbench", "run", "benchmarks/quickstart.yaml", *session.posargs)
+    session.run("greenbench", "run", "sweeps/quickstart.yaml", *session.posargs)

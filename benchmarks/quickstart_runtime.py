@@ -1,6 +1,6 @@
 """How long the quickstart sweep takes on this machine, end to end, as a user runs it.
 
-Runs ``greenbench run benchmarks/quickstart.yaml`` once into a fresh temporary folder (see
+Runs ``greenbench run sweeps/quickstart.yaml`` once into a fresh temporary folder (see
 ``sweeps.py``), times the whole command, reads the records it wrote, and writes
 ``reports/quickstart-runtime.md``: the wall time against the 3-minute target, and per point
 the time spent training (the energy callback's ``train`` and ``warmup`` windows), in fit (which
@@ -16,7 +16,7 @@ import sys
 
 from sweeps import ROOT, describe_machine, eval_share, run, training_s
 
-SWEEP = ROOT / "benchmarks" / "quickstart.yaml"
+SWEEP = ROOT / "sweeps" / "quickstart.yaml"
 REPORT = ROOT / "reports" / "quickstart-runtime.md"
 TARGET_S = 180.0
 
@@ -26,7 +26,7 @@ def main() -> int:
     lines = [
         "# Quickstart sweep: wall time",
         "",
-        f"`greenbench run benchmarks/quickstart.yaml`, {len(records)} points, from a cold start "
+        f"`greenbench run sweeps/quickstart.yaml`, {len(records)} points, from a cold start "
         f"of the command: **{wall_s:.1f} s** (target: under {TARGET_S:.0f} s, "
         f"{'met' if wall_s < TARGET_S else 'NOT met'}).",
         "",
