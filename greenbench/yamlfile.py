@@ -14,10 +14,10 @@ import difflib
 import re
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from greenbench.errors import UserError
 
@@ -28,6 +28,22 @@ class StrictModel(BaseModel):
     """Base of every config section: unknown keys are errors, values are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _plain_number(value: Any) -> Any:
+    # One rule for every number in a sweep or budgets file: a number is written as a number.
+    # pydantic would read `true` as 1 and "0.5" as 0.5; both are mistakes, not spellings.
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {str(value).lower()}")
+    if isinstance(value, str):
+        raise ValueError(f"expected a number, got the text {value!r} (write it without quotes)")
+    return value
+
+
+def number(kind: type, **bounds: Any) -> Any:
+    """A finite ``int`` or ``float`` field with pydantic bounds (``gt``, ``le``, ...): never a
+    boolean, never text, never NaN or infinity."""
+    return Annotated[kind, BeforeValidator(_plain_number), Field(allow_inf_nan=False, **bounds)]
 
 
 class _Loader(yaml.SafeLoader):

@@ -7,8 +7,9 @@ counted twice; ``window(phase)`` is the same as a context manager that returns t
 interrupted (an evaluation in the middle of training pauses ``train``). Meters are read only at
 these edges, never per batch.
 
-``result()`` gives five windows, ``idle``, ``warmup``, ``train``, ``eval`` and ``total``
-(warmup + train + eval; idle is a baseline, not part of the run), each with its duration, the
+``result()`` gives six windows, ``idle``, ``warmup``, ``train``, ``eval``, ``fit`` (warmup +
+train: the training energy) and ``total`` (warmup + train + eval; idle is a baseline, not part
+of the run), each with its duration, the
 joules of every component and their source, the total, the total net of idle power, the
 training samples it saw and joules per 1,000 of them, and whether every number in it was
 measured by hardware and is valid.
@@ -24,11 +25,13 @@ from typing import Any
 
 from greenbench.energy.meters import COMPONENTS, UNAVAILABLE, Meter, Reading
 
-IDLE, WARMUP, TRAIN, EVAL, TOTAL = "idle", "warmup", "train", "eval", "total"
+IDLE, WARMUP, TRAIN, EVAL = "idle", "warmup", "train", "eval"
+FIT, TOTAL = "fit", "total"
 PHASES = (IDLE, WARMUP, TRAIN, EVAL)
 RUN_PHASES = (WARMUP, TRAIN, EVAL)  # what ``total`` adds up
-TRAINING_PHASES = (WARMUP, TRAIN)  # where training samples are counted
-WINDOWS = (*PHASES, TOTAL)  # the windows of a result, in order
+TRAINING_PHASES = (WARMUP, TRAIN)  # what ``fit`` adds up: training energy; samples count here
+SUMS = {FIT: TRAINING_PHASES, TOTAL: RUN_PHASES}  # windows that add up phases
+WINDOWS = (*PHASES, *SUMS)  # the windows of a result, in order
 
 
 @dataclass
@@ -122,14 +125,15 @@ class EnergyMonitor:
     def result(self) -> dict[str, Any]:
         """The windows so far, and the meters' details, as a JSON-ready dict."""
         warnings: list[str] = []
-        total = _Tally()
-        for phase in RUN_PHASES:
-            total.merge(self._tallies[phase])
-        tallies = {**self._tallies, TOTAL: total}
+        tallies = dict(self._tallies)
+        for name, phases in SUMS.items():
+            tallies[name] = _Tally()
+            for phase in phases:
+                tallies[name].merge(self._tallies[phase])
         idle = _summarise(IDLE, self._tallies[IDLE], self._readings, None, warnings)
         idle_power_w = _idle_power(idle, warnings)
         windows = {IDLE: idle}
-        for name in (*RUN_PHASES, TOTAL):
+        for name in WINDOWS[1:]:
             windows[name] = _summarise(name, tallies[name], self._readings, idle_power_w, warnings)
         return {
             "windows": windows,

@@ -23,40 +23,31 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from greenbench import data, models
 from greenbench.energy.carbon import resolve_intensity
 from greenbench.errors import UserError
 from greenbench.records import RunSpec, run_id
-from greenbench.yamlfile import StrictModel, load_yaml, validate
+from greenbench.yamlfile import StrictModel, load_yaml, number, validate
 
 PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
 AXES = ("model", "precision", "width", "data_fraction", "seed", "latent_dim", "batch_size")
 
 
-def _not_bool(value: Any) -> Any:
-    # pydantic would read `true` as 1; a boolean where a number belongs is a mistake.
-    if isinstance(value, bool):
-        raise ValueError(f"expected a number, got {str(value).lower()}")
-    return value
-
-
-def _number(kind: type, **bounds: Any) -> Any:
-    return Annotated[kind, BeforeValidator(_not_bool), Field(allow_inf_nan=False, **bounds)]
 
 
 ModelName = Literal[models.MODELS]
 DatasetName = Literal[data.DATASETS]
 Precision = Literal[PRECISIONS]
-Width = _number(float, gt=0, le=16)
-Fraction = _number(float, gt=0, le=1)
-Seed = _number(int, ge=0, lt=2**32)
-LatentDim = _number(int, ge=1, le=1024)
-BatchSize = _number(int, ge=2, le=65536)  # BatchNorm needs two images per batch
-ImageSize = _number(int, ge=8, le=64)
-Count = _number(int, ge=1)
-LearningRate = _number(float, gt=0)
+Width = number(float, gt=0, le=16)
+Fraction = number(float, gt=0, le=1)
+Seed = number(int, ge=0, lt=2**32)
+LatentDim = number(int, ge=1, le=1024)
+BatchSize = number(int, ge=2, le=65536)  # BatchNorm needs two images per batch
+ImageSize = number(int, ge=8, le=64)
+Count = number(int, ge=1)
+LearningRate = number(float, gt=0)
 
 
 def _axis(item: Any) -> Any:
@@ -88,29 +79,29 @@ class TrainSection(StrictModel):
 class EvalSection(StrictModel):
     """How samples are scored; part of what a point is, so part of its run_id."""
 
-    num_samples: _number(int, ge=10, le=100_000) = 1000
-    every_n_epochs: _number(int, ge=1) | None = None  # None: score the end of training only
-    target_kid: _number(float, ge=0) | None = None
-    min_extractor_accuracy: _number(float, ge=0, le=1) | None = None
+    num_samples: number(int, ge=10, le=100_000) = 1000
+    every_n_epochs: number(int, ge=1) | None = None  # None: score the end of training only
+    target_kid: number(float, ge=0) | None = None
+    min_extractor_accuracy: number(float, ge=0, le=1) | None = None
     # VAE only: k of the importance-weighted NLL. 16 is within 0.3 nats of k = 64 on digits and
     # keeps scoring a 20-epoch digits VAE under 15 % of its training energy (64 costs ~20 %).
-    importance_samples: _number(int, ge=1, le=10_000) = 16
+    importance_samples: number(int, ge=1, le=10_000) = 16
 
 
 class EnergySection(StrictModel):
     """How energy is measured; not part of a point's run_id."""
 
-    idle_seconds: _number(float, ge=0, le=600) = 5.0
-    warmup_steps: _number(int, ge=0) = 10
-    sample_hz: _number(float, gt=0, le=1000) = 10.0
+    idle_seconds: number(float, ge=0, le=600) = 5.0
+    warmup_steps: number(int, ge=0) = 10
+    sample_hz: number(float, gt=0, le=1000) = 10.0
 
 
 class CarbonSection(StrictModel):
     """How joules become grams of CO2; not part of a point's run_id."""
 
     country_iso_code: Annotated[str, Field(pattern=r"^[A-Za-z]{3}$")] | None = None
-    intensity_g_per_kwh: _number(float, ge=0) | None = None
-    pue: _number(float, ge=1, le=10) = 1.0
+    intensity_g_per_kwh: number(float, ge=0) | None = None
+    pue: number(float, ge=1, le=10) = 1.0
 
     @model_validator(mode="after")
     def _one_intensity(self) -> CarbonSection:
@@ -124,8 +115,8 @@ class ExecutorSection(StrictModel):
 
     kind: Literal["local", "ray"] = "local"
     address: str | None = None  # ray: None starts Ray here; "auto" or host:port joins a cluster
-    gpus_per_point: _number(float, ge=0) | None = None  # ray: default 1 with GPUs, 0 without
-    cpus_per_point: _number(float, gt=0) = 1.0
+    gpus_per_point: number(float, ge=0) | None = None  # ray: default 1 with GPUs, 0 without
+    cpus_per_point: number(float, gt=0) = 1.0
     exclusive_node: bool = False  # ray: one point per node, so CPU and RAM energy is its own
 
 
