@@ -1,19 +1,17 @@
-"""Energy budgets for CI: rules over the results table, and one place that decides pass or fail.
+"""Energy budgets for CI: the one place that decides pass, fail or inconclusive.
 
-A budgets file is a list of rules (or ``rules:`` holding that list)::
+The rules and their validation are ``rules``'. Each rule selects ok runs by config fields and
+bounds one results column, absolutely (``max``/``min``) or as a ratio (``max_ratio``/
+``min_ratio``) to another selection of the same results (``relative_to``, measured on the same
+machine in the same run) or to the same selection in a stored results file (``check
+--baseline``). ``tolerance`` widens the bound by a fraction of it; ``statistic`` is the mean, or
+the upper or lower end of its 95 % interval.
 
-    - name: bf16 GAN trains on less energy than 32-true
-      select: {model: gan, precision: bf16-mixed}
-      metric: energy_train_j
-      max_ratio: 0.9
-      relative_to: {model: gan, precision: 32-true}
-      tolerance: 0.05
-
-Each rule selects ok runs by config fields and bounds one results column, absolutely
-(``max``/``min``) or as a ratio (``max_ratio``/``min_ratio``) to another selection of the same
-results (``relative_to``, measured on the same machine in the same run) or to the same
-selection in a stored results file (``check --baseline``). ``tolerance`` widens the bound by a
-fraction of it; ``statistic`` is the mean, or the upper or lower end of its 95 % interval.
+Like with like: a rule's runs are split by configuration (every config field but seed and
+repeat, ``results.group_keys``), and each configuration gets its own verdict, so that runs of
+different configurations are never pooled into one sample. A ratio's reference is the
+configuration that differs only in what ``relative_to`` names (with ``--baseline``: the same
+configuration in the stored results).
 
 Noise: an absolute bound compares the statistic with the bound. A ratio beyond its bound fails
 only when the difference is also significant (one-sided Welch t-test, p < 0.01); otherwise it is
@@ -23,98 +21,32 @@ and the bound alone decides; the verdict says so.
 
 from __future__ import annotations
 
-import difflib
 import math
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import Any
 
+import numpy as np
 import pandas as pd
-from pydantic import Field, model_validator
 
+from greenbench.check.rules import BOUNDS, SELECTABLE, Rule, load_budgets
 from greenbench.energy.meters import GPU
+from greenbench.energy.monitor import GENERATE, TOTAL, TRAIN, WINDOWS
 from greenbench.errors import UserError
-from greenbench.records import CONFIG_KEYS, OK
+from greenbench.records import OK
+from greenbench.results import group_keys
 from greenbench.results.stats import confidence_half_width, welch_p_value
-from greenbench.yamlfile import StrictModel, load_yaml, validate
+
+__all__ = ["BOUNDS", "FAIL", "INCONCLUSIVE", "PASS", "SELECTABLE", "Rule", "Verdict",
+           "baseline_columns", "evaluate", "load_budgets", "shared_node_warnings"]
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 SIGNIFICANCE = 0.01
-SELECTABLE = CONFIG_KEYS  # a rule selects runs by what was trained
-Scalar = str | int | float | bool
-BOUNDS = ("max", "min", "max_ratio", "min_ratio")
 # metrics that include a node's CPU and RAM energy (the GPU's own columns do not)
 NODE_LEVEL_METRICS = ("energy_", "j_per_1k_samples", "kwh", "gco2", "idle_power_w")
 GPU_ONLY_SUFFIX = f"_{GPU}_j"
-
-
-class Rule(StrictModel):
-    name: str = Field(min_length=1)
-    select: dict[str, Scalar] = Field(default_factory=dict)
-    metric: str
-    max: float | None = None
-    min: float | None = None
-    max_ratio: float | None = Field(default=None, gt=0)
-    min_ratio: float | None = Field(default=None, gt=0)
-    relative_to: dict[str, Scalar] | None = None
-    tolerance: float = Field(default=0.0, ge=0, le=10)
-    statistic: Literal["mean", "upper_ci", "lower_ci"] = "mean"
-
-    @model_validator(mode="after")
-    def _one_bound(self) -> Rule:
-        bounds = [k for k in BOUNDS if getattr(self, k) is not None]
-        if len(bounds) != 1:
-            raise ValueError("give exactly one of max, min, max_ratio, min_ratio")
-        if self.relative_to is not None and bounds[0] in ("max", "min"):
-            raise ValueError("relative_to goes with max_ratio or min_ratio, not an absolute bound")
-        for key in [*self.select, *(self.relative_to or {})]:
-            if key not in SELECTABLE:
-                close = difflib.get_close_matches(key, SELECTABLE, n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else ""
-                raise ValueError(f"{key!r} is not a config field to select on{hint}")
-        return self
-
-    @property
-    def bound_kind(self) -> str:
-        return next(k for k in BOUNDS if getattr(self, k) is not None)
-
-    @property
-    def bound(self) -> float:
-        return getattr(self, self.bound_kind)
-
-    @property
-    def is_ratio(self) -> bool:
-        return self.bound_kind.endswith("_ratio")
-
-    @property
-    def effective_bound(self) -> float:
-        """The bound widened by the tolerance: up for a max, down for a min."""
-        widen = 1 + self.tolerance if self.bound_kind.startswith("max") else 1 - self.tolerance
-        return self.bound * widen
-
-
-class Budgets(StrictModel):
-    rules: list[Rule] = Field(min_length=1)
-
-
-def load_budgets(path: str | Path, columns: list[str]) -> list[Rule]:
-    """Read and validate a budgets file; ``columns`` are the metrics a rule may name."""
-    path = Path(path)
-    data = load_yaml(path)
-    if isinstance(data, list):
-        data = {"rules": data}
-    rules = validate(Budgets, data, path).rules
-    for i, rule in enumerate(rules):
-        if rule.metric not in columns:
-            close = difflib.get_close_matches(rule.metric, columns, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise UserError(f"{path}: rules[{i}].metric: {rule.metric!r} is not a results "
-                            f"column{hint}")
-    names = [rule.name for rule in rules]
-    for name in names:
-        if names.count(name) > 1:
-            raise UserError(f"{path}: rule name {name!r} appears twice")
-    return rules
+# results columns that are figures of one window without naming it
+METRIC_WINDOWS = {"j_per_1k_samples": TRAIN, "kwh": TOTAL, "gco2": TOTAL,
+                  "j_per_image": GENERATE, "images_per_s": GENERATE}
 
 
 @dataclass(frozen=True)
@@ -128,31 +60,103 @@ class Verdict:
     n_reference: int | None  # runs of the reference, for a ratio
     p_value: float | None  # one-sided Welch test, where one was possible
     note: str  # how the result was decided, in words
+    # the config fields that tell this verdict's configuration from the rule's others; empty
+    # when the rule selects a single configuration
+    configuration: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """The rule's name, plus the configuration when the rule has several:
+        ``name [precision=bf16-mixed]``."""
+        return _label(self.rule.name, self.configuration)
+
+
+def _label(name: str, configuration: dict[str, Any]) -> str:
+    return f"{name} {describe(configuration, '[]', '=')}" if configuration else name
 
 
 def evaluate(rules: list[Rule], results: pd.DataFrame,
              baseline: pd.DataFrame | None = None) -> list[Verdict]:
-    """Decide every rule; a rule whose selection matches no ok run is a ``UserError``."""
+    """Decide every rule, one verdict per configuration it selects; a selection or reference
+    that matches no ok run, a missing ``--baseline`` and a reference mean that is not above 0
+    are ``UserError``s."""
     ok = results[results["status"] == OK]
+    keys = group_keys(ok)
     reference_pool = baseline[baseline["status"] == OK] if baseline is not None else None
-    return [_decide(rule, ok, reference_pool) for rule in rules]
+    return [verdict for rule in rules for verdict in _decide(rule, ok, keys, reference_pool)]
 
 
-def _decide(rule: Rule, ok: pd.DataFrame, baseline: pd.DataFrame | None) -> Verdict:
-    values = _values(rule, ok, rule.select, "select")
-    if not rule.is_ratio:
-        value, how = _statistic(values, rule.statistic)
-        return _absolute(rule, value, len(values), how)
-    if rule.relative_to is not None:
-        reference = _values(rule, ok, rule.relative_to, "relative_to")
-        where = f"relative_to {_describe(rule.relative_to)}"
-    elif baseline is not None:
-        reference = _values(rule, baseline, rule.select, "select (in the --baseline results)")
-        where = "the same selection in the --baseline results"
-    else:
+def baseline_columns(rules: list[Rule], results: pd.DataFrame) -> dict[str, str]:
+    """The columns a ``--baseline`` results file must hold for ``rules``, each with the name
+    of a rule that needs it: the metric and the config fields of every rule compared with the
+    baseline, and every configuration field (a configuration is matched to its own)."""
+    needed: dict[str, str] = {}
+    for rule in rules:
+        if rule.uses_baseline:
+            for column in [rule.metric, *rule.select.given(),
+                           *group_keys(results[results["status"] == OK])]:
+                needed.setdefault(column, rule.name)
+    return needed
+
+
+def _decide(rule: Rule, ok: pd.DataFrame, keys: list[str],
+            baseline: pd.DataFrame | None) -> list[Verdict]:
+    if rule.uses_baseline and baseline is None:
         raise UserError(f"rule {rule.name!r}: {rule.bound_kind} needs relative_to, or a "
                         "--baseline results file to compare with")
-    return _relative(rule, values, reference, where)
+    selection = rule.select.given()
+    chosen = _with_metric(ok[_matches(ok, selection)], rule.metric)
+    if chosen.empty:
+        raise UserError(f"rule {rule.name!r}: select {describe(selection)} matches no ok run "
+                        f"with a {rule.metric} value")
+    configurations = _configurations(chosen, keys)
+    varying = [key for key in keys
+               if len({_normal(config[key]) for config, _ in configurations}) > 1]
+    verdicts = []
+    for config, runs in configurations:
+        shown = {key: config[key] for key in varying}
+        label = _label(rule.name, shown)
+        values = runs[rule.metric]
+        if not rule.is_ratio:
+            value, how = _statistic(values, rule.statistic)
+            verdict = _absolute(rule, value, len(values), how)
+        elif rule.relative_to is not None:
+            relative_to = rule.relative_to.given()
+            reference = _reference(label, rule, ok, config, relative_to)
+            verdict = _relative(rule, label, values, reference,
+                                f"relative_to {describe(relative_to)}")
+        else:
+            assert baseline is not None
+            stored = _with_metric(baseline[_matches(baseline, {**config, **selection})],
+                                  rule.metric)[rule.metric]
+            if stored.empty:
+                raise UserError(f"rule {label!r}: the --baseline results hold no ok run of "
+                                f"this configuration with a {rule.metric} value")
+            verdict = _relative(rule, label, values, stored,
+                                "the same selection in the --baseline results")
+        verdicts.append(replace(verdict, configuration=shown))
+    return verdicts
+
+
+def _reference(label: str, rule: Rule, ok: pd.DataFrame, config: dict[str, Any],
+               relative_to: dict[str, Any]) -> pd.Series:
+    """The runs of the configuration that differs from ``config`` only in what
+    ``relative_to`` names."""
+    candidates = _with_metric(ok[_matches(ok, relative_to)], rule.metric)
+    if candidates.empty:
+        raise UserError(f"rule {label!r}: relative_to {describe(relative_to)} matches no ok run "
+                        f"with a {rule.metric} value")
+    same = {key: value for key, value in config.items() if key not in relative_to}
+    reference = candidates[_matches(candidates, same)]
+    if reference.empty:
+        differ = [key for key, value in same.items()
+                  if not _matches(candidates, {key: value}).any()]
+        fields = ", ".join(f"{key}={_text(same[key])}" for key in differ) or (
+            "combination of the other config fields")
+        raise UserError(f"rule {label!r}: relative_to {describe(relative_to)} matches ok runs, "
+                        f"but none with the same {fields} as the selection; a ratio compares "
+                        "configurations that differ only in what relative_to names")
+    return reference[rule.metric]
 
 
 def shared_node_warnings(rules: list[Rule], results: pd.DataFrame) -> list[str]:
@@ -165,9 +169,9 @@ def shared_node_warnings(rules: list[Rule], results: pd.DataFrame) -> list[str]:
     for rule in rules:
         if not rule.metric.startswith(NODE_LEVEL_METRICS) or rule.metric.endswith(GPU_ONLY_SUFFIX):
             continue
-        chosen = _selected(ok, rule.select)
+        chosen = _matches(ok, rule.select.given())
         if rule.relative_to is not None:
-            chosen |= _selected(ok, rule.relative_to)
+            chosen |= _matches(ok, rule.relative_to.given())
         runs = ok[chosen]
         shared = pd.to_numeric(runs["node_concurrency"], errors="coerce") > 1
         if shared.any():
@@ -179,30 +183,111 @@ def shared_node_warnings(rules: list[Rule], results: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _selected(frame: pd.DataFrame, selection: dict[str, Any]) -> pd.Series:
+def window_of(metric: str) -> str | None:
+    """The energy window a results column is a figure of (``energy_fit_j``: fit), or None."""
+    for window in WINDOWS:
+        if metric.startswith((f"energy_{window}_", f"duration_{window}_")):
+            return window
+    return METRIC_WINDOWS.get(metric)
+
+
+def unreliable_warnings(rules: list[Rule], results: pd.DataFrame) -> list[str]:
+    """One line per rule whose runs have an unreliable window for the metric it bounds: too
+    short for the slowest meter, or with a meter fault (``reliable_<window>`` is False)."""
+    ok = results[results["status"] == OK]
+    lines = []
+    for rule in rules:
+        window = window_of(rule.metric)
+        column = f"reliable_{window}"
+        if window is None or column not in ok:
+            continue
+        chosen = _matches(ok, rule.select.given())
+        if rule.relative_to is not None:
+            chosen |= _matches(ok, rule.relative_to.given())
+        runs = ok[chosen]
+        unreliable = runs[column].astype("boolean").eq(False).fillna(False)
+        if unreliable.any():
+            why = runs.loc[unreliable, f"reliability_{window}"].dropna().astype(str)
+            example = f" (e.g. {why.iloc[0]})" if len(why) else ""
+            lines.append(f"rule {rule.name!r}: {int(unreliable.sum())} of its {len(runs)} runs "
+                         f"have an unreliable {window} window{example}, so {rule.metric} there "
+                         "is not a measurement to hold a budget to")
+    return lines
+
+
+# --------------------------------------------------------------------------- matching runs
+
+
+def _matches(frame: pd.DataFrame, wanted: dict[str, Any]) -> pd.Series:
+    """Rows whose every named field has the wanted value: numbers as numbers (1 matches 1.0),
+    text as text, None only an empty cell. A number never matches text, nor text a number."""
     mask = pd.Series(True, index=frame.index)
-    for key, wanted in selection.items():
+    for key, value in wanted.items():
+        if key not in frame:
+            raise UserError(f"the results have no {key!r} column to select on")
         column = frame[key]
-        mask &= (column.astype(float) == float(wanted)) if _numeric(wanted) else (
-            column.astype(str) == str(wanted))
+        if _normal(value) is None:
+            mask &= column.isna()
+        elif _numeric(value):
+            numbers = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
+            mask &= np.isclose(numbers, float(value), rtol=1e-9, atol=0.0)
+        else:
+            mask &= column.map(lambda cell, value=value: isinstance(cell, str) and cell == value
+                               ).astype(bool)
     return mask
 
 
-def _values(rule: Rule, frame: pd.DataFrame, selection: dict[str, Any], field: str) -> pd.Series:
-    mask = _selected(frame, selection)
-    values = pd.to_numeric(frame.loc[mask, rule.metric], errors="coerce").dropna()
-    if values.empty:
-        raise UserError(f"rule {rule.name!r}: {field} {_describe(selection)} matches no ok run "
-                        f"with a {rule.metric} value")
-    return values
+def _with_metric(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The rows with a numeric value of ``metric``, that column as numbers."""
+    values = pd.to_numeric(frame[metric], errors="coerce")
+    return frame.assign(**{metric: values})[values.notna()]
+
+
+def _configurations(frame: pd.DataFrame,
+                    keys: list[str]) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+    """The runs of ``frame`` by configuration (their values of ``keys``), in a stable order."""
+    groups: dict[tuple, list[Any]] = {}
+    columns = [frame[key].tolist() for key in keys]
+    for position, index in enumerate(frame.index):
+        config = tuple(_normal(column[position]) for column in columns)
+        groups.setdefault(config, []).append(index)
+    ordered = sorted(groups, key=lambda config: tuple(map(_order, config)))
+    return [(dict(zip(keys, config, strict=True)), frame.loc[groups[config]])
+            for config in ordered]
+
+
+def _normal(value: Any) -> Any:
+    """A cell as a comparable value: None for an empty cell, numbers as floats."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if _numeric(value):
+        number = float(value)
+        return None if math.isnan(number) else number
+    return value
+
+
+def _order(value: Any) -> tuple[int, Any]:
+    if value is None:
+        return (2, "")
+    return (0, value) if isinstance(value, float) else (1, str(value))
 
 
 def _numeric(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
 
 
-def _describe(selection: dict[str, Any]) -> str:
-    return "{" + ", ".join(f"{k}: {v}" for k, v in selection.items()) + "}"
+def _text(value: Any) -> str:
+    value = _normal(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def describe(fields: dict[str, Any], brackets: str = "{}", separator: str = ": ") -> str:
+    """``{model: gan, width: 0.5}``; or, with ``'[]', '='``, ``[model=gan, width=0.5]``."""
+    inner = ", ".join(f"{key}{separator}{_text(value)}" for key, value in fields.items())
+    return f"{brackets[0]}{inner}{brackets[1]}"
+
+
+# --------------------------------------------------------------------------- deciding
 
 
 def _statistic(values: pd.Series, statistic: str) -> tuple[float, str]:
@@ -224,8 +309,14 @@ def _absolute(rule: Rule, value: float, n: int, how: str) -> Verdict:
                    n, None, None, f"{how}, against the bound")
 
 
-def _relative(rule: Rule, values: pd.Series, reference: pd.Series, where: str) -> Verdict:
-    ratio = float(values.mean()) / float(reference.mean())
+def _relative(rule: Rule, label: str, values: pd.Series, reference: pd.Series,
+              where: str) -> Verdict:
+    reference_mean = float(reference.mean())
+    if not reference_mean > 0:
+        raise UserError(f"rule {label!r}: the reference mean of {rule.metric} is "
+                        f"{reference_mean:g} ({where}, {len(reference)} run(s)); a ratio needs a "
+                        f"reference above 0, so bound {rule.metric} with max or min instead")
+    ratio = float(values.mean()) / reference_mean
     bound = rule.effective_bound
     is_max = rule.bound_kind == "max_ratio"
     inside = ratio <= bound if is_max else ratio >= bound

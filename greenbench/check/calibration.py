@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from greenbench import environment
-from greenbench.check.budget import Rule
+from greenbench.check.rules import Rule
 from greenbench.errors import UserError
 from greenbench.files import atomic_write
 from greenbench.records import CURVE_KEYS, OK
