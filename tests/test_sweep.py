@@ -120,3 +120,98 @@ def test_errors_are_user_errors_with_the_file_name(tmp_path: Path) -> None:
 def test_committed_sweeps_are_valid(name: str) -> None:
     path = Path(__file__).resolve().parent.parent / name
     assert expand(load_sweep(path))
+
+
+def test_expansion_order_and_run_ids_are_unchanged(tmp_path: Path) -> None:
+    # Pinned from the expansion before it was reworked for large grids: the same sweep gives
+    # the same points, in the same order, with the same ids.
+    import hashlib
+
+    sweep = sweep_from(tmp_path, (
+        "name: golden\nrepeats: 2\ntrain: {steps: 3}\neval: {num_samples: 50}\n"
+        "grid: {model: [gan, vae], width: [0.5, 1], precision: [32-true, bf16-mixed], "
+        "seed: [0, 7]}\n"
+    ))
+    specs = expand(sweep)
+    assert len(specs) == sweep.point_count == 32
+    assert (specs[0].run_id, specs[-1].run_id) == ("43dc3fde5736", "4c781a67c101")
+    ids = " ".join(s.run_id for s in specs).encode()
+    assert hashlib.sha256(ids).hexdigest()[:16] == "6eff46bdedda9d2d"
+    # What the points share is computed once, but no two specs share a mutable dict.
+    first, second = specs[0], specs[1]
+    assert first.config["eval"] == second.config["eval"]
+    assert first.config["eval"] is not second.config["eval"]
+    assert first.energy is not second.energy and first.carbon is not second.carbon
+
+
+def test_one_and_one_point_zero_are_the_same_grid_value(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"sweep\.yaml: grid\.width: 1\.0 appears twice"):
+        sweep_from(tmp_path, "name: x\ngrid: {width: [1, 0.5, 1.0]}\n")
+    with pytest.raises(UserError, match=r"grid\.seed: 3 appears twice"):
+        sweep_from(tmp_path, "name: x\ngrid: {seed: [3, 4, 3.0]}\n")
+
+
+# A number written in quotes is a mistake, not a spelling: refused in every numeric field.
+QUOTED_NUMBERS = {
+    "width in grid": ('grid: {width: [0.5, "1.0"]}', "grid.width[1]", "1.0"),
+    "lr": ('train: {lr: "0.001"}', "train.lr", "0.001"),
+    "eval.num_samples": ('eval: {num_samples: "500"}', "eval.num_samples", "500"),
+    "energy.idle_seconds": ('energy: {idle_seconds: "2"}', "energy.idle_seconds", "2"),
+    "carbon.pue": ('carbon: {pue: "1.2"}', "carbon.pue", "1.2"),
+    "executor.cpus_per_point": ('executor: {cpus_per_point: "2"}',
+                                "executor.cpus_per_point", "2"),
+    "seed in grid": ('grid: {seed: [1, "2"]}', "grid.seed[1]", "2"),
+    "repeats": ('repeats: "3"', "repeats", "3"),
+}
+
+
+@pytest.mark.parametrize("line, field, text", QUOTED_NUMBERS.values(), ids=QUOTED_NUMBERS.keys())
+def test_a_number_in_quotes_is_refused(tmp_path: Path, line: str, field: str, text: str) -> None:
+    with pytest.raises(UserError) as error:
+        sweep_from(tmp_path, f"name: x\n{line}\n")
+    assert str(error.value).endswith(
+        f"sweep.yaml: {field}: expected a number, got the text '{text}' (write it without quotes)"
+    )
+
+
+def _probe(loc: tuple[str, ...], value):
+    """``value`` at ``loc`` (a field, or a section's field) of a minimal sweep: what validation
+    makes of it, or None when it is refused."""
+    from pydantic import ValidationError
+
+    from greenbench.sweep.schema import Sweep
+
+    data = {"name": "x", loc[0]: value if len(loc) == 1 else {loc[1]: value}}
+    try:
+        result = Sweep.model_validate(data)
+    except ValidationError:
+        return None
+    for part in loc:
+        result = getattr(result, part)
+    return result
+
+
+def test_every_numeric_field_refuses_a_number_in_quotes() -> None:
+    # Found by probing, so a numeric field added later is held to the rule too: a field is
+    # numeric when some plain number validates and stays a number there (a boolean is not).
+    from greenbench.sweep.schema import Sweep
+
+    sections = {name for name, field in Sweep.model_fields.items()
+                if hasattr(field.annotation, "model_fields")}
+    fields = [(name,) for name in Sweep.model_fields if name not in sections]
+    fields += [(section, name) for section in sections
+               for name in Sweep.model_fields[section].annotation.model_fields]
+    numeric = []
+    for loc in fields:
+        as_value = (lambda v: [v]) if loc[0] == "grid" else (lambda v: v)
+        number = next((n for n in (1, 0.5, 2, 10, 16)
+                       if type(_probe(loc, as_value(n))) in (int, float, list)), None)
+        if number is None:
+            continue
+        numeric.append(loc)
+        assert _probe(loc, as_value(str(number))) is None, f"{loc} takes the text {number!r}"
+    assert len(numeric) == 32  # every numeric field of the schema was probed
+    assert {("repeats",), ("width",), ("train", "lr"), ("eval", "num_samples"),
+            ("energy", "idle_seconds"), ("carbon", "pue"), ("executor", "cpus_per_point"),
+            ("grid", "width"), ("grid", "seed"), ("dataset", "image_size")} <= set(numeric)
+    assert ("executor", "exclusive_node") not in numeric and ("grid", "model") not in numeric

@@ -67,6 +67,18 @@ MALFORMED = {
     "name is dot-dot": ("name: '..'\n", "name: '..' must be"),
     "name with slash": ("name: a/b\n", "name: 'a/b' must be"),
     "name is a number": ("name: 12\n", "name: 12"),
+    # A NUL character names no file: refused in any text, before a path is made of it.
+    "NUL in output_dir": ('name: x\noutput_dir: "runs\\0x"\n',
+                          "output_dir: 'runs\\x00x' holds a NUL character"),
+    "NUL in dataset root": ('name: x\ndataset: {name: mnist, root: "data\\0"}\n',
+                            "dataset.root: 'data\\x00' holds a NUL character"),
+    "NUL in name": ('name: "x\\0y"\n', "name: 'x\\x00y' holds a NUL character"),
+    "NUL in description": ('name: x\ndescription: "a\\0"\n', "description: 'a\\x00' holds a NUL"),
+    "NUL in a key": ('name: x\ntrain: {"lr\\0": 1}\n', "train: the key 'lr\\x00' holds a NUL"),
+    "raw NUL byte": ("name: x\ndescription: a\0b\n",
+                     "line 2, column 15: character #x0000 is not allowed in YAML"),
+    "a 5,000-digit number": ("name: x\nseed: " + "9" * 5000 + "\n",
+                             "line 2, column 7: a number of 5,000 characters is too long to read"),
 }
 
 
