@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -23,19 +25,32 @@ grid:
 """
 
 
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+                          cwd=cwd, capture_output=True, text=True, check=True).stdout
+
+
 def test_sweep_then_report_writes_every_file(tmp_path: Path) -> None:
+    # A fresh clone: the project's .gitignore, a sweep file, everything committed.
+    git("init", "-q", cwd=tmp_path)
+    shutil.copy(Path(__file__).resolve().parent.parent / ".gitignore", tmp_path / ".gitignore")
     write_sweep(tmp_path, base=SWEEP)
+    git("add", ".", cwd=tmp_path)
+    git("commit", "-q", "-m", "sweep", cwd=tmp_path)
     assert greenbench("run", "sweep.yaml", cwd=tmp_path).returncode == 0
 
     done = greenbench("report", cwd=tmp_path)  # no argument: the latest sweep under runs/
 
     assert done.returncode == 0, done.stderr
-    out = tmp_path / "reports" / "tiny"
+    assert done.stdout.splitlines()[0] == "read 6 records from runs/tiny"
+    out = tmp_path / "runs" / "tiny" / "report"  # beside the records, never in the source tree
     for name in ("report.md", "report.html", "results.csv", "results.parquet",
                  "kid_vs_energy.png", "kid_vs_energy.svg", "energy_breakdown.png",
                  "energy_breakdown.svg", "kid_curves.png", "kid_curves.svg"):
         assert (out / name).stat().st_size > 0, name
-    assert "reports/tiny/report.html" in done.stdout
+    assert "runs/tiny/report/report.html" in done.stdout
+    assert git("status", "--porcelain", "--untracked-files=all", cwd=tmp_path) == ""
+    assert not (tmp_path / "reports").exists()
 
     markdown = (out / "report.md").read_text()
     energy = markdown.split("## Energy and cost", 1)[1].split("##", 1)[0]
@@ -76,7 +91,7 @@ def test_bad_baseline_is_a_user_error(tmp_path: Path) -> None:
     done = greenbench("report", "runs/tiny", "--baseline", "colour=red", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.startswith("error: --baseline: 'colour' is not a configuration key")
-    assert not (tmp_path / "reports").exists()
+    assert not (tmp_path / "reports").exists() and not (tmp_path / "runs/tiny/report").exists()
     done = greenbench("report", "runs/tiny", "--baseline", "precision=bf16-mixed",
                       "--out", "elsewhere", cwd=tmp_path)
     assert done.returncode == 0, done.stderr

@@ -135,7 +135,8 @@ def test_figures_carry_units_labels_and_the_estimate_note(
     kid_svg, breakdown_svg, curves_svg = (png.with_suffix(".svg").read_text() for _, png in figures)
     for svg in (kid_svg, breakdown_svg, curves_svg):
         assert plots.ESTIMATED_NOTE in svg
-    assert "training energy, mean (J, log scale)" in kid_svg  # 60 J to 1200 J spans over 10x
+    # 60 J to 1200 J spans over 10x; these summaries have no fit window, and the axis says so
+    assert "training energy (J), train window only, log scale" in kid_svg
     assert "KID, mean (lower is better)" in kid_svg
     assert "Pareto front" in kid_svg and "gan bf16-mixed w1.0" in kid_svg
     assert "vae $\\frac{ w0.5" in kid_svg  # a label with mathtext syntax is drawn literally
@@ -303,3 +304,28 @@ def test_browser_renders_the_page_with_its_plots_and_no_script(
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
     assert "<script" not in dom.lower()
     assert dom.count("<img ") == len(figures)
+
+
+def test_markdown_mentions_notify_nobody_and_bare_urls_link_nowhere() -> None:
+    table = pd.DataFrame({"configuration": ["@alice's run", "see https://evil.example/a_b?x=1&y=2"],
+                          "energy (J)": ["1", "2"]})
+    content = ReportContent(
+        title="t", sweeps=[("s", "cc @octo-org/core, ask bob@example.com or www.example.com.")],
+        status_counts={}, tables=[("h", "", table)],
+        notes=["@channel: details at http://x.example/(path) and `ftp://y.example/z`|"],
+        plots=[], generated="now")
+    text = render.markdown(content, Path("."))
+
+    assert not re.search(r"@[A-Za-z0-9]", text)  # every mention is broken...
+    assert "@\u200balice's run" in text and "@\u200bocto-org/core" in text  # ...invisibly
+    assert "bob@\u200bexample.com" in text and "@\u200bchannel" in text
+    # URLs become inline code (verbatim inside: no entity or backslash escapes)...
+    assert "see `https://evil.example/a_b?x=1&y=2`" in text
+    assert "or `www.example.com`." in text  # trailing punctuation stays outside
+    assert "`http://x.example/(path)`" in text
+    # ...and nothing outside a code span still reads as a link.
+    outside = re.sub(r"`[^`]*`", "", text.replace("\\`", ""))
+    assert not re.search(r"https?://|www\.|ftp://", outside)
+    rows = [line for line in text.splitlines() if line.startswith("|")]
+    assert all(len(_cells(row)) == 2 for row in rows)
+    assert "@alice" in render.html(content)  # the HTML page notifies nobody: left as written

@@ -3,12 +3,22 @@
 ``build(folders, out_dir, baseline)`` reads the records of one or more sweep folders (through
 ``greenbench.results``, the loader ``check`` shares), summarises them (``tables``), draws the
 plots (``plots``) and writes ``report.md``, ``report.html``, ``results.csv``,
-``results.parquet`` and the plot files into ``out_dir``. It never runs a model.
+``results.parquet`` and the plot files into ``out_dir`` (by default ``report/`` in the first
+sweep folder). It never runs a model.
+
+A report is written whole or not at all: everything goes into a temporary folder beside
+``out_dir``, which replaces ``out_dir`` only once every file in it is complete. In
+``results.csv`` (RFC 4180: CRLF rows) a text cell that a spreadsheet would run as a formula gets a
+leading ``'``.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -16,32 +26,74 @@ from typing import Any
 import pandas as pd
 
 from greenbench import __version__, environment, results
-from greenbench.files import atomic_write
-from greenbench.records import NOT_OK, OK
-from greenbench.report import plots, tables
+from greenbench.errors import UserError
+from greenbench.files import FILE_MODE, atomic_write
+from greenbench.records import NOT_OK, OK, last_line
+from greenbench.report import notes, plots, tables
 from greenbench.report.render import ReportContent, html, markdown
 from greenbench.store import SweepStore
 
+REPORT_FOLDER = "report"  # the default out_dir, inside the first sweep folder
+REPORT_FILES = frozenset({"report.md", "report.html", "results.csv", "results.parquet"})
+PLOT_SUFFIXES = (".png", ".svg")
+# A CSV cell starting with one of these is a formula to a spreadsheet (OWASP, CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# The record warning of a machine whose meters see no difference between training and idling.
+_DIR_MODE = FILE_MODE | (FILE_MODE & 0o444) >> 2  # what mkdir would give: mkdtemp's 0700 hides
+
 
 def build(
-    folders: list[Path], out_dir: Path, baseline: dict[str, Any] | None = None
+    folders: list[Path], out_dir: Path, baseline: dict[str, Any] | None = None,
+    records: list[dict[str, Any]] | None = None,
 ) -> list[Path]:
-    """Write the report of ``folders`` into ``out_dir``; returns the files written."""
-    records = results.read_records(folders)
-    frame = results.frame(records)
+    """Write the report of ``folders`` (or of ``records`` read from them) into ``out_dir``;
+    returns the files written."""
+    if records is None:
+        records = results.read_records(folders)
+    if not records:
+        raise UserError(f"{', '.join(map(str, folders))}: no record this greenbench reads "
+                        "(every file in records/ was skipped)")
+    problems: list[str] = []
+    frame = results.frame(records, problems)
+    curves = results.load_curves(records, problems)
     summary = tables.summarise(frame)
     savings = tables.savings(summary, baseline)
-    out_dir.mkdir(parents=True, exist_ok=True)
 
-    labels = _run_labels(summary)
+    target = Path(out_dir)
+    _check_replaceable(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        os.chmod(staging, _DIR_MODE)
+        names = _write(staging, folders, frame, summary, savings, curves, baseline, problems)
+        _replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return [target / name for name in names]
+
+
+def default_out_dir(folders: list[Path]) -> Path:
+    """``report/`` inside the first sweep folder (``runs/<name>/report``): results stay beside
+    the records they come from, out of the source tree."""
+    return Path(folders[0]) / REPORT_FOLDER
+
+
+def _write(out_dir: Path, folders: list[Path], frame: pd.DataFrame, summary: pd.DataFrame,
+           savings: pd.DataFrame, curves: pd.DataFrame, baseline: dict[str, Any] | None,
+           problems: list[str]) -> list[str]:
+    """Every file of the report into ``out_dir``; their names."""
+    labels = tables.run_labels(summary)
     ok = frame[frame["status"] == OK].assign(label=frame["run_id"].map(labels))
+    estimated = not summary.loc[summary["n"] > 0, "measured"].all()
     figures = [
-        ("KID against training energy; the line joins the Pareto-optimal configurations",
-         plots.kid_vs_energy(summary, out_dir)),
-        ("Energy by window and component, mean over runs", plots.energy_breakdown(ok, out_dir)),
+        ("KID against training energy (warm-up plus train); the line joins the Pareto-optimal "
+         "configurations", _draw("kid_vs_energy", lambda: plots.kid_vs_energy(summary, out_dir))),
+        ("Energy by window and component, mean over runs",
+         _draw("energy_breakdown", lambda: plots.energy_breakdown(ok, out_dir))),
         ("KID against cumulative training energy along training",
-         plots.kid_curves(results.load_curves(records), labels, out_dir,
-                          estimated=not summary.loc[summary["n"] > 0, "measured"].all())),
+         _draw("kid_curves", lambda: plots.kid_curves(curves, labels, out_dir,
+                                                      estimated=estimated))),
     ]
     content = ReportContent(
         title=f"greenbench report: {', '.join(_names(folders))}",
@@ -53,44 +105,107 @@ def build(
             ("Savings against the baseline", _savings_note(baseline),
              savings_table(savings)),
         ],
-        notes=notes(frame, summary),
+        notes=notes.notes(frame, summary, problems),
         plots=[(caption, path) for caption, path in figures if path is not None],
         generated=_generated(),
     )
-    written = []
+    names = []
     for name, text in (("report.md", markdown(content, out_dir)), ("report.html", html(content))):
         atomic_write(out_dir / name, text.encode("utf-8"))
-        written.append(out_dir / name)
-    atomic_write(out_dir / "results.csv", frame.to_csv(index=False).encode("utf-8"))
-    atomic_write(out_dir / "results.parquet", frame.to_parquet(index=False))
-    written += [out_dir / "results.csv", out_dir / "results.parquet"]
+        names.append(name)
+    # CRLF ends a row (RFC 4180), so a cell holding a lone carriage return is quoted too.
+    text = csv_safe(frame).to_csv(index=False, lineterminator="\r\n")
+    atomic_write(out_dir / "results.csv", text.encode("utf-8"))
+    try:
+        parquet = frame.to_parquet(index=False)
+    except (ValueError, TypeError, OverflowError) as error:  # pyarrow's, on a column it refuses
+        raise UserError(f"results.parquet cannot be written from these records "
+                        f"({last_line(error)}); nothing written") from None
+    atomic_write(out_dir / "results.parquet", parquet)
+    names += ["results.csv", "results.parquet"]
     for _, png in content.plots:
-        written += [png, png.with_suffix(".svg")]
-    return written
+        names += [png.name, png.with_suffix(".svg").name]
+    for name in names:
+        path = out_dir / name
+        if not path.is_file() or path.stat().st_size == 0:
+            raise UserError(f"{name} came out empty; nothing written")
+    return names
 
 
-def default_out_dir(folders: list[Path]) -> Path:
-    """``reports/<sweep-name>/`` (names joined with ``+`` for several sweeps)."""
-    return Path("reports") / "+".join(_names(folders))
+def _draw(name: str, draw: Callable[[], Path | None]) -> Path | None:
+    """A plot, or one line saying why it cannot be drawn (and the report is not written)."""
+    try:
+        return draw()
+    except Exception as error:  # a plot the records break: one line, no half-written report
+        raise UserError(f"the {name} plot cannot be drawn from these records "
+                        f"({last_line(error)}); nothing written") from None
+
+
+def _check_replaceable(target: Path) -> None:
+    """A ``UserError`` unless ``target`` is absent or a folder holding only report files."""
+    if not target.exists() and not target.is_symlink():
+        return
+    if not target.is_dir():
+        raise UserError(f"{target}: exists and is not a folder; choose another --out")
+    here = Path.cwd().resolve()
+    if target.resolve() in (here, *here.parents):
+        raise UserError(f"{target}: holds the current folder; choose another --out")
+    for entry in sorted(target.iterdir()):
+        report_file = entry.name in REPORT_FILES or entry.suffix in PLOT_SUFFIXES
+        if entry.is_symlink() or not entry.is_file() or not report_file:
+            raise UserError(f"{target}: holds {entry.name!r}, which a report does not write; "
+                            "not replacing it (choose another --out, or remove the folder)")
+
+
+def _replace(staging: Path, target: Path) -> None:
+    """Rename the complete report folder ``staging`` to ``target``, replacing a previous one."""
+    if target.exists() or target.is_symlink():
+        old = staging.with_name(staging.name + ".old")
+        os.rename(target, old)
+        try:
+            os.rename(staging, target)
+        except BaseException:
+            os.rename(old, target)
+            raise
+        if old.is_symlink():
+            old.unlink()
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(staging, target)
+    try:  # the rename itself must reach the disk
+        fd = os.open(target.parent, os.O_RDONLY)
+    except OSError:  # pragma: no cover - folders cannot be opened on some systems
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every text cell that starts like a formula (``=``, ``+``, ``-``, ``@``,
+    tab, carriage return) prefixed with ``'``; numbers, negative ones too, stay numbers."""
+    def quoted(value: Any) -> Any:
+        return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+    safe = frame.copy()
+    for column in safe.columns:
+        if not pd.api.types.is_numeric_dtype(safe[column]):
+            safe[column] = safe[column].map(quoted)
+    return safe
 
 
 def _names(folders: list[Path]) -> list[str]:
     return [SweepStore(folder).description()[0] for folder in folders]
 
 
-def _run_labels(summary: pd.DataFrame) -> dict[str, str]:
-    """run_id -> the label of its configuration."""
-    return {
-        run_id: label
-        for label, run_ids in zip(summary["label"], summary["run_ids"], strict=True)
-        for run_id in run_ids
-    }
-
-
 _ENERGY_NOTE = (
     "Means over seeds and repeats of ok runs, with 95 % Student-t intervals (a configuration "
-    "with one run has none). Training energy is the train window, after warm-up; net is "
-    "minus idle power over the same time; CO2 is of the whole run (warm-up, train, eval)."
+    "with one run has none). Training energy is everything fit spent training: warm-up plus "
+    "train. Steady state is the train window alone, after warm-up (empty for a run that never "
+    "left warm-up); net is minus idle power over the same time; CO2 is of the whole run "
+    "(warm-up, train, eval)."
 )
 _QUALITY_NOTE = (
     "Scores at the end of training, in the pinned feature extractor's space (lower KID, FID and "
@@ -103,8 +218,9 @@ def _savings_note(baseline: dict[str, Any] | None) -> str:
     chosen = baseline or tables.DEFAULT_BASELINE
     described = ", ".join(f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
                           for key, value in chosen.items())
-    return (f"Ratios to the baseline of the same model ({described}); below 1 is less energy "
-            "or better KID. Intervals need at least two runs on each side.")
+    return (f"Ratios of training energy and of KID to the baseline of the same model "
+            f"({described}); below 1 is less energy or better KID. Intervals need at least two "
+            "runs on each side.")
 
 
 def _mean(row: pd.Series, metric: str, digits: int = 4) -> str:
@@ -121,6 +237,14 @@ def _plain(row: pd.Series, metric: str, digits: int = 4, scale: float = 1.0) -> 
     return f"{value * scale:.{digits}g}" if math.isfinite(value) else "-"
 
 
+UNRELIABLE = " *"  # after a figure from a window some run could not measure reliably
+
+
+def _judged(text: str, row: pd.Series, window: str) -> str:
+    """``text`` marked when a run of the configuration had an unreliable ``window``."""
+    return text + UNRELIABLE if text != "-" and row.get(f"n_unreliable_{window}", 0) else text
+
+
 def _runs(row: pd.Series) -> str:
     parts = [str(row["n"])] + [f"{row[f'n_{s}']} {s}" for s in NOT_OK if row[f"n_{s}"]]
     return ", ".join(parts)
@@ -130,11 +254,13 @@ def energy_table(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([{
         "configuration": row["label"],
         "ok runs": _runs(row),
-        "training energy (J)": _mean(row, "energy_train_j"),
-        "net of idle (J)": _plain(row, "energy_train_net_j"),
-        "J per 1k samples": _plain(row, "j_per_1k_samples"),
+        "training energy (J)": _judged(_mean(row, tables.TRAINING_ENERGY), row, "fit"),
+        "net of idle (J)": _judged(_plain(row, "energy_fit_net_j"), row, "fit"),
+        "steady-state energy (J)": _judged(_plain(row, "energy_train_j"), row, "train"),
+        "steady-state J per 1k samples": _judged(_plain(row, "j_per_1k_samples"), row, "train"),
+        "sampling J per 1k images": _judged(_plain(row, "j_per_1k_images"), row, "generate"),
         "CO2 (g)": _plain(row, "gco2", 3),
-        "training time (s)": _plain(row, "duration_train_s", 3),
+        "training time (s)": _plain(row, "duration_fit_s", 3),
         "GFLOP per step": _plain(row, "flops_per_step", 4, 1e-9),
         "energy source": _provenance(row),
     } for _, row in summary.iterrows()])
@@ -144,13 +270,15 @@ def quality_table(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([{
         "configuration": row["label"],
         "KID": _mean(row, "kid", 3),
+        "training energy (J)": _judged(_mean(row, tables.TRAINING_ENERGY), row, "fit"),
+        "sampling J per 1k images": _judged(_plain(row, "j_per_1k_images"), row, "generate"),
         "FID": _plain(row, "fid", 3),
         "sample precision": _plain(row, "sample_precision", 3),
         "sample recall": _plain(row, "sample_recall", 3),
         "memorisation": _plain(row, "memorisation", 3),
         "NLL (nats)": _plain(row, "nll_nats"),
         "best KID": _plain(row, "best_kid", 3),
-        "energy to target KID (J)": _plain(row, "energy_to_quality_j"),
+        "training energy to target KID (J)": _plain(row, "energy_to_quality_j"),
         "Pareto": {True: "yes", False: "no"}.get(row["pareto"], "-"),
     } for _, row in summary.iterrows()])
 
@@ -167,7 +295,7 @@ def savings_table(savings: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([{
         "configuration": row["label"],
         "baseline": row["baseline"] if isinstance(row["baseline"], str) else "no baseline run",
-        "training energy ratio": ratio(row, "energy_train_j"),
+        "training energy ratio": ratio(row, tables.TRAINING_ENERGY),
         "KID ratio": ratio(row, "kid"),
     } for _, row in savings.iterrows()])
 
@@ -179,38 +307,6 @@ def _provenance(row: pd.Series) -> str:
     if row["node_concurrency"] > 1:
         text += f"; cpu and ram shared by up to {row['node_concurrency']} points"
     return text
-
-
-def notes(frame: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
-    """Provenance and caveats, one line each."""
-    lines = []
-    estimated = summary[(summary["n"] > 0) & ~summary["measured"].astype(bool)]
-    if len(estimated):
-        lines.append(
-            f"Energy is ESTIMATED, not measured by hardware, for {len(estimated)} of "
-            f"{int((summary['n'] > 0).sum())} configurations (sources in the energy table)."
-        )
-    shared = summary[(summary["n"] > 0) & (summary["node_concurrency"] > 1)]
-    if len(shared):
-        lines.append(
-            f"CPU and RAM energy of {len(shared)} of {int((summary['n'] > 0).sum())} "
-            f"configurations was drawn on a node shared with other points (up to "
-            f"{int(shared['node_concurrency'].max())} at once): it is the node's, not one "
-            "run's, and not comparable with runs that had a node to themselves. GPU energy is "
-            "per device. Set executor.exclusive_node: true in the sweep to attribute it."
-        )
-    not_ok = frame[frame["status"] != OK]
-    for status, runs in not_ok.groupby("status"):
-        reasons = "; ".join(sorted({str(r) for r in runs["reason"].dropna()}))
-        lines.append(f"{len(runs)} run(s) {status}, not averaged in: {reasons}")
-    if "extractor_id" in tables.group_keys(frame):
-        lines.append("Runs used different feature extractors: quality is split by extractor "
-                     "(see the configuration names); scores from different extractors are not "
-                     "comparable.")
-    for source in sorted({str(s) for s in frame["intensity_source"].dropna()}):
-        intensities = frame.loc[frame["intensity_source"] == source, "intensity_g_per_kwh"]
-        lines.append(f"Carbon intensity {intensities.iloc[0]:g} g/kWh: {source}.")
-    return lines
 
 
 def _generated() -> str:

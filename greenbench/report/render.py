@@ -2,10 +2,11 @@
 
 Both renderers take a ``ReportContent`` built by the caller and treat every string in it as
 untrusted (sweep descriptions, labels and notes come from users' files): in Markdown it is escaped
-so it can neither break a table nor inject HTML; in HTML every string goes through
-``html.escape``. The HTML page has no JavaScript and references nothing outside itself: its CSS is
-inline and its plots are embedded as base64 PNGs; a Content-Security-Policy says so to the
-browser as well.
+so it can neither break a table nor inject HTML, nor notify anyone or link anywhere when pasted
+into a pull request (an ``@name`` mention gets a zero-width space after its ``@``; a bare URL
+becomes inline code); in HTML every string goes through ``html.escape``. The HTML page has no
+JavaScript and references nothing outside itself: its CSS is inline and its plots are embedded
+as base64 PNGs; a Content-Security-Policy says so to the browser as well.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ _BLANK_CELLS = frozenset({"", "-", "—", "–", "n/a", "nan", "NaN"})
 _NEWLINE = re.compile(r"\r\n?|\n")
 _MD_INLINE = re.compile(r"([\\`*_\[\]|~])")  # inline Markdown syntax, escaped with a backslash
 _MD_BLOCK_START = re.compile(r"^([#+-]|\d+[.)](?=\s|$))")  # would start a heading or a list
+# A mention (@user, @org/team) and anything GitHub would turn into a link (extended autolinks).
+MENTION_BREAK = "\u200b"  # zero-width space: "@\u200bname" reads as "@name" and notifies nobody
+_MENTION = re.compile(r"@(?=[A-Za-z0-9])")
+_URL = re.compile(r"((?:[a-z][a-z0-9+.-]*://|www\.)[^\s<>`|\\\"']+)", re.IGNORECASE)
+_URL_TRAILING = ".,:;!?*_~'"  # punctuation after a URL, not part of it (as GitHub reads it)
 
 
 @dataclass
@@ -97,14 +103,32 @@ def _md_table(table: pd.DataFrame) -> list[str]:
 
 def _md(text: Any, newline: str = "<br>", line_start: bool = True) -> str:
     """Untrusted text made inert in Markdown: HTML-significant characters as entities, inline
-    syntax (and the pipe) backslash-escaped, line breaks replaced by ``newline`` and, for text
-    that starts a line (``line_start``; a table cell does not), a leading heading or list marker
-    escaped."""
-    text = escape(_text(text).strip(), quote=False)
-    text = _MD_INLINE.sub(r"\\\1", text)
-    if line_start:
-        text = _MD_BLOCK_START.sub(r"\\\1", text)
-    return _NEWLINE.sub(newline, text)
+    syntax (and the pipe) backslash-escaped, ``@`` mentions broken, bare URLs as inline code,
+    line breaks replaced by ``newline`` and, for text that starts a line (``line_start``; a table
+    cell does not), a leading heading or list marker escaped."""
+    parts = _URL.split(_text(text).strip())  # even: text; odd: a URL
+    out = []
+    for index, part in enumerate(parts):
+        if index % 2:
+            url = _url_end(part)
+            out += [f"`{url}`", _md_plain(part[len(url):], newline)]
+        else:
+            out.append(_md_plain(part, newline))
+    result = "".join(out)
+    return _MD_BLOCK_START.sub(r"\\\1", result) if line_start else result
+
+
+def _url_end(url: str) -> str:
+    """``url`` without trailing punctuation; a closing parenthesis stays when it is balanced."""
+    while url and (url[-1] in _URL_TRAILING
+                   or (url[-1] == ")" and url.count("(") < url.count(")"))):
+        url = url[:-1]
+    return url
+
+
+def _md_plain(text: str, newline: str) -> str:
+    text = _MENTION.sub("@" + MENTION_BREAK, escape(text, quote=False))
+    return _NEWLINE.sub(newline, _MD_INLINE.sub(r"\\\1", text))
 
 
 def _link(path: Path, out_dir: Path) -> str:

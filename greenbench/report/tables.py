@@ -6,6 +6,10 @@ each metric, the mean, the standard deviation and the half-width of a 95 % Stude
 confidence interval (NaN with a single run: one run has no interval, and none is invented). Runs
 that did not end ok are counted by status, never averaged in. ``savings`` compares each
 configuration with the baseline configuration of the same model, as ratios with intervals.
+
+Training energy is ``energy_fit_j``: everything fit spent training, warm-up plus train. The
+Pareto marks and the savings use it; the train window alone (``energy_train_j``,
+``j_per_1k_samples``) is the steady state, empty for a run that never left warm-up.
 """
 
 from __future__ import annotations
@@ -21,12 +25,16 @@ from greenbench.results import group_keys
 from greenbench.results.stats import confidence_half_width, t_quantile
 
 LABEL_KEYS = ("model", "precision", "width", "data_fraction")  # always in a label
+TRAINING_ENERGY = "energy_fit_j"  # warm-up plus train: what training cost
 METRICS = (
+    "energy_fit_j", "energy_fit_net_j", "duration_fit_s",
     "energy_train_j", "energy_train_net_j", "energy_eval_j", "energy_total_j",
     "j_per_1k_samples", "kwh", "gco2", "duration_train_s", "flops_per_step", "kid", "fid",
     "sample_precision", "sample_recall", "density", "coverage", "memorisation", "nll_nats",
-    "nll_bits_per_dim", "best_kid", "energy_to_quality_j",
+    "nll_bits_per_dim", "best_kid", "energy_to_quality_j", "j_per_1k_images", "images_per_s",
 )
+# The windows whose figures the tables show, each marked where some run's window is unreliable.
+JUDGED_WINDOWS = ("fit", "train", "generate")
 DEFAULT_BASELINE = {"precision": "32-true", "width": 1.0, "data_fraction": 1.0}
 PARETO_QUALITY = "kid"  # the quality axis of the Pareto marks; its direction is declared
 
@@ -48,11 +56,26 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
         row["measured"] = bool(len(ok)) and bool(ok["energy_measured"].fillna(False).all())
         row["sources"] = _sources(ok)
         row["node_concurrency"] = most_sharing(ok)
+        row["n_warmup_only"] = int(ok["warmup_only"].eq(True).sum()) if "warmup_only" in ok else 0
+        for window in JUDGED_WINDOWS:
+            column = f"reliable_{window}"
+            row[f"n_unreliable_{window}"] = (
+                int(ok[column].astype("boolean").eq(False).fillna(False).sum())
+                if column in ok else 0)
         rows.append(row)
     summary = pd.DataFrame(rows)
     summary["label"] = _labels(summary, keys)
     summary["pareto"] = pareto(summary)
     return summary
+
+
+def run_labels(summary: pd.DataFrame) -> dict[str, str]:
+    """run_id -> the label of its configuration."""
+    return {
+        run_id: label
+        for label, run_ids in zip(summary["label"], summary["run_ids"], strict=True)
+        for run_id in run_ids
+    }
 
 
 def _statistics(metric: str, values: pd.Series) -> dict[str, float]:
@@ -114,14 +137,14 @@ def _number(value: Any) -> str:
 
 def pareto(summary: pd.DataFrame) -> pd.Series:
     """True where no configuration of the same model and dataset has both lower training
-    energy and better KID (the direction ``HIGHER_IS_BETTER`` declares); NaN where either
-    number is missing."""
+    energy (``TRAINING_ENERGY``) and better KID (the direction ``HIGHER_IS_BETTER`` declares);
+    NaN where either number is missing."""
     marks = pd.Series(np.nan, index=summary.index, dtype=object)
     scope = [k for k in ("model", "dataset", "image_size", "extractor_id") if k in summary]
     for _, group in summary.groupby(scope, dropna=False):
         quality = f"{PARETO_QUALITY}_mean"
-        scored = group.dropna(subset=["energy_train_j_mean", quality])
-        energy = scored["energy_train_j_mean"]
+        scored = group.dropna(subset=[f"{TRAINING_ENERGY}_mean", quality])
+        energy = scored[f"{TRAINING_ENERGY}_mean"]
         # as a "lower is better" axis, whatever the metric's direction
         kid = -scored[quality] if HIGHER_IS_BETTER[PARETO_QUALITY] else scored[quality]
         for index in scored.index:
@@ -136,8 +159,8 @@ def pareto(summary: pd.DataFrame) -> pd.Series:
 
 def savings(summary: pd.DataFrame, baseline: dict[str, Any] | None = None) -> pd.DataFrame:
     """Each configuration against the baseline of the same model (and everything else the
-    baseline does not set): ratios of mean training energy and of mean KID, with 95 % intervals
-    where both sides have at least two runs."""
+    baseline does not set): ratios of mean training energy (``TRAINING_ENERGY``) and of mean
+    KID, with 95 % intervals where both sides have at least two runs."""
     baseline = DEFAULT_BASELINE if baseline is None else baseline
     keys = [k for k in (*CONFIGURATION_KEYS, "extractor_id") if k in summary and k not in baseline]
     rows = []
@@ -149,7 +172,7 @@ def savings(summary: pd.DataFrame, baseline: dict[str, Any] | None = None) -> pd
             match = match[_same(match[key], value)]
         base = match.iloc[0] if len(match) else None
         entry = {"label": row["label"], "baseline": None if base is None else base["label"]}
-        for metric in ("energy_train_j", "kid"):
+        for metric in (TRAINING_ENERGY, "kid"):
             entry.update(_ratio(metric, row, base))
         rows.append(entry)
     return pd.DataFrame(rows)
