@@ -7,17 +7,20 @@ Each of those stages imports its vocabulary from here, so a name means one thing
 Every record has the same top-level keys, in this order::
 
     schema, run_id, status, reason, sweep, config, data, timings, train, flops_per_step,
-    energy, carbon, quality, quality_curve, executor, node, node_concurrency, environment,
-    created_at
+    energy, carbon, quality, quality_curve, generation, executor, node, node_concurrency,
+    environment, created_at
 
 ``status`` is one of ``STATUSES``; ``reason`` says why when it is not ``ok``. Units live in key
 names (``train_s``, ``samples_seen``, ``total_j``). ``energy`` holds the windows measured by the
 ``EnergyCallback`` (every figure with its source), ``carbon`` the grams of CO2 of the ``total``
 window with the intensity used, ``quality`` the sample-quality scores at the end and at the best
-point of ``quality_curve``. ``executor`` (``local`` or ``ray``), ``node`` (the host that ran the
-point) and ``node_concurrency`` (how many points shared that host while it ran) say where the
-energy was drawn. ``schema`` is raised when a key changes meaning; readers skip records of a
-schema they do not know (``schema_problem``).
+point of ``quality_curve``, ``generation`` what sampling from the trained model cost (the
+``generate`` window, per image). ``executor`` (``local`` or ``ray``), ``node`` (the host that
+ran the point) and ``node_concurrency`` (how many points shared that host while it ran) say
+where the energy was drawn. ``schema`` is raised when a key changes meaning; readers skip
+records of a schema they do not know (``schema_problem``). Schema 2 added the ``fit`` and
+``generate`` windows, ``generation`` and window reliability, and counts warm-up in training
+batches; schema 1 records are still read (a reader derives ``fit`` as warm-up plus train).
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-SCHEMA = 1
+SCHEMA = 2
+READABLE_SCHEMAS = (1, 2)
 
 OK, SKIPPED, DIVERGED, FAILED = "ok", "skipped", "diverged", "failed"
 STATUSES = (OK, SKIPPED, DIVERGED, FAILED)
@@ -44,6 +48,7 @@ CONFIG_KEYS = (
     "model", "dataset", "image_size", "precision", "width", "data_fraction", "seed", "repeat",
     "latent_dim", "batch_size", "epochs", "steps", "lr",
 )
+TEXT_CONFIG_KEYS = ("model", "dataset", "precision")  # the config fields that are text
 RUN_KEYS = ("seed", "repeat")
 CONFIGURATION_KEYS = tuple(key for key in CONFIG_KEYS if key not in RUN_KEYS)
 
@@ -77,6 +82,7 @@ class RunSpec:
     dataset_root: str | None = None  # where the data lies on this machine; not hashed
     energy: dict[str, Any] = field(default_factory=dict)  # the sweep's energy; not hashed
     carbon: dict[str, Any] = field(default_factory=dict)  # the sweep's carbon; not hashed
+    generate: dict[str, Any] = field(default_factory=dict)  # the sweep's generate; not hashed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -138,6 +144,7 @@ def new_record(run_id: str, sweep: str, config: dict[str, Any]) -> dict[str, Any
         "carbon": None,
         "quality": None,
         "quality_curve": None,
+        "generation": None,
         "executor": None,
         "node": None,
         "node_concurrency": None,
@@ -170,8 +177,9 @@ def schema_problem(content: Any) -> str | None:
         return f"a JSON {type(content).__name__}, not a record"
     if "schema" not in content:
         return "no schema field: not a greenbench record"
-    if content["schema"] != SCHEMA:
-        return f"schema {content['schema']!r}; this greenbench reads schema {SCHEMA}"
+    if content["schema"] not in READABLE_SCHEMAS:
+        known = " and ".join(map(str, READABLE_SCHEMAS))
+        return f"schema {content['schema']!r}; this greenbench reads schemas {known}"
     for key, kind in (("run_id", str), ("status", str), ("config", dict)):
         if not isinstance(content.get(key), kind):
             return f"{key} is missing or not a {kind.__name__}"

@@ -179,3 +179,67 @@ def test_node_level_components_are_measured_once_per_node(local_rank: int, tmp_p
     else:
         assert readings["cpu"].source == readings["ram"].source == "unavailable"
         assert readings["cpu"].fault == "node-level: measured by the node's local rank 0"
+
+
+class TwoOptimizers(Regressor):
+    """Two optimizer steps per batch, as a GAN takes: warm-up still counts batches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        for optimizer in self.optimizers():
+            loss = nn.functional.mse_loss(self(x), y)
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+
+    def configure_optimizers(self):
+        return [torch.optim.SGD(self.parameters(), lr=0.01) for _ in range(2)]
+
+
+def test_warm_up_counts_training_batches_not_optimizer_steps(workdir: Path) -> None:
+    energy = EnergyCallback(idle_seconds=0.2, warmup_steps=4)
+    fit = trainer([energy])
+    fit.fit(TwoOptimizers(), loader(batches=10))
+    windows = energy.result()["windows"]
+    assert fit.global_step == 20  # two optimizer steps per batch
+    assert windows["warmup"]["samples"] == 4 * 8 and windows["train"]["samples"] == 6 * 8
+    assert windows["fit"]["samples"] == 10 * 8
+
+
+def test_one_callback_two_fits_and_every_logger_gets_every_window(workdir: Path) -> None:
+    energy = EnergyCallback(idle_seconds=0.2, warmup_steps=2)
+    trainer([energy]).fit(Regressor(), loader(batches=5))
+    first = energy.result()
+    logger = CSVLogger(workdir, name="second")
+    trainer([energy], logger=logger).fit(Regressor(), loader(batches=15))
+    with energy.eval_window():
+        torch.randn(256, 256) @ torch.randn(256, 256)
+    second = energy.result()
+    assert second is not first
+    assert first["windows"]["fit"]["samples"] == 5 * 8
+    assert second["windows"]["fit"]["samples"] == 15 * 8
+    assert [r["windows"]["fit"]["samples"] for r in energy.results()] == [40, 120]
+    with open(Path(logger.log_dir) / "metrics.csv") as file:
+        columns = set(next(csv.reader(file)))
+    assert {"energy/fit_j", "energy/eval_j", "energy/total_j"} <= columns
+
+
+def test_validate_after_fit_is_measured_as_eval(workdir: Path) -> None:
+    class Validated(Regressor):
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            self.log("val_loss", nn.functional.mse_loss(self(x), y))
+
+    energy = EnergyCallback(idle_seconds=0.2, warmup_steps=2)
+    fit = trainer([energy])
+    model = Validated()
+    fit.fit(model, loader(batches=5))
+    fit.validate(model, loader(batches=20), verbose=False)
+    windows = energy.result()["windows"]
+    assert windows["eval"]["duration_s"] > 0 and windows["eval"]["total_j"] > 0
+    with pytest.warns(UserWarning, match=r"trainer.validate\(\) is not measured"):
+        fit.validate(model, loader(batches=2), verbose=False)  # result() closed the measurement

@@ -15,8 +15,8 @@ from tests.helpers import TRAIN_COUNT, idx_bytes, tiny_spec, write_idx_dataset
 
 RECORD_KEYS = [
     "schema", "run_id", "status", "reason", "sweep", "config", "data", "timings", "train",
-    "flops_per_step", "energy", "carbon", "quality", "quality_curve", "executor", "node",
-    "node_concurrency", "environment", "created_at",
+    "flops_per_step", "energy", "carbon", "quality", "quality_curve", "generation", "executor",
+    "node", "node_concurrency", "environment", "created_at",
 ]
 
 
@@ -103,7 +103,7 @@ def test_failure_inside_the_point_is_a_failed_record(tmp_path) -> None:
 def assert_cpu_energy_record(record: dict) -> None:
     """What every ok record says about energy on a CPU without RAPL: estimates, labelled."""
     windows = record["energy"]["windows"]
-    assert list(windows) == ["idle", "warmup", "train", "eval", "total"]
+    assert list(windows) == ["idle", "warmup", "train", "eval", "generate", "fit", "total"]
     for name, window in windows.items():
         gpu, cpu, ram = (window["components"][c] for c in ("gpu", "cpu", "ram"))
         assert gpu == {"joules": None, "source": "unavailable", "measured": False,
@@ -114,13 +114,25 @@ def assert_cpu_energy_record(record: dict) -> None:
         assert window["measured"] is False and window["valid"] is True, name
         assert window["total_j"] == cpu["joules"] + ram["joules"], name
         assert window["duration_s"] > 0, name
-    total = windows["total"]
-    parts = [windows[w] for w in ("warmup", "train", "eval")]
+        assert isinstance(window["reliable"], bool), name  # a tiny point's windows are short:
+        assert window["reliable"] or "periods of CodeCarbonMeter" in window["reliability_reason"]
+    total, fit = windows["total"], windows["fit"]
+    parts = [windows[w] for w in ("warmup", "train", "eval", "generate")]
     assert total["duration_s"] == pytest.approx(sum(w["duration_s"] for w in parts))
     assert total["total_j"] == pytest.approx(sum(w["total_j"] for w in parts))
+    assert fit["total_j"] == pytest.approx(windows["warmup"]["total_j"] + windows["train"][
+        "total_j"])
+    assert total["samples"] == fit["samples"]
     assert total["samples"] == windows["warmup"]["samples"] + windows["train"]["samples"]
     assert total["samples"] == record["train"]["samples_seen"]
     assert windows["eval"]["samples"] == 0 and windows["eval"]["j_per_1k_samples"] is None
+    generation = record["generation"]
+    assert generation["images"] == 64 and generation["batch_size"] == 32  # tests/helpers.py
+    assert generation["batches"] == 2
+    assert generation["j_per_image"] == pytest.approx(
+        windows["generate"]["total_j"] / generation["images"])
+    assert generation["images_per_s"] > 0 and generation["ms_per_batch"] > 0
+    assert record["energy"]["meters"]["CodeCarbonMeter"]["period_s"] == 1.0
     assert windows["train"]["j_per_1k_samples"] == pytest.approx(
         1000 * windows["train"]["total_j"] / windows["train"]["samples"]
     )
@@ -150,8 +162,9 @@ def test_energy_on_cpu_is_estimated_labelled_and_measured_offline(monkeypatch) -
     assert record["carbon"]["intensity_g_per_kwh"] == 475.0
     assert "world average" in record["carbon"]["intensity_source"]
     assert record["energy"]["settings"] == {"idle_seconds": 0.3, "warmup_steps": 2,
-                                            "sample_hz": 10.0}
-    assert record["energy"]["windows"]["warmup"]["samples"] == 2 * 32  # 2 optimizer steps
+                                            "sample_hz": 10.0, "min_window_periods": 10,
+                                            "cooldown_s": 0.0}
+    assert record["energy"]["windows"]["warmup"]["samples"] == 2 * 32  # 2 training batches
     csv_text = result.files[f"codecarbon/{spec.run_id}.csv"].decode()
     assert csv_text.startswith("timestamp,project_name,run_id,")  # CodeCarbon's own format
     assert "cpu_energy" in csv_text.splitlines()[0]

@@ -2,14 +2,19 @@
 
 The fake replaces pynvml's functions (the library boundary) and raises pynvml's own exception
 classes. Its GPUs hold a settable energy counter and power draw, with queues of errors to raise
-on the next reads; the clock is a value the test sets. The background thread is kept asleep
-(a tiny ``sample_hz``) wherever exact numbers are asserted, and sampling is driven through
-``NvmlMeter.sample()``; the one test of the thread itself waits on call counts, never on time.
+on the next reads, and settable telemetry; a counter may instead advance on its own, every
+``counter_update_s`` of the fake clock, as a real one does. The clock is a value the test sets,
+and its ``sleep`` advances it, so the counter probe in ``start()`` costs no real time (a
+counter that stands still makes the probe run to its bound: 0.5 s of fake time). The background
+thread is kept asleep (a tiny ``sample_hz``) wherever exact numbers are asserted, and sampling
+is driven through ``NvmlMeter.sample()``; the one test of the thread itself waits on call
+counts, never on time. Telemetry, periods and the cross-check: ``test_nvml_telemetry.py``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import threading
@@ -41,14 +46,27 @@ class FakeGpu:
     power_mw: int = 100_000
     energy_errors: list[Exception] = field(default_factory=list)  # raised by the next reads
     power_errors: list[Exception] = field(default_factory=list)
+    # When set, the counter reads energy_mj plus power_mw integrated from t = 0 of the fake
+    # NVML's clock, updated only every counter_update_s (as a real counter, ~0.1 s).
+    counter_update_s: float | None = None
+    power_read_gain: float = 1.0  # what a power read reports, over the power the counter counts
+    # Telemetry; None: NVML answers Not Supported.
+    temperature_c: int | None = 45
+    sm_clock_mhz: int | None = 1980
+    pstate: int | None = 0  # 32 is NVML's "unknown"
 
 
 class FakeClock:
     def __init__(self, t: float = 0.0) -> None:
         self.t = t
+        self.sleeps = 0
 
     def __call__(self) -> float:
         return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        self.t += seconds
 
 
 class FakeNvml:
@@ -67,11 +85,17 @@ class FakeNvml:
         "nvmlSystemGetDriverVersion",
         "nvmlDeviceGetTotalEnergyConsumption",
         "nvmlDeviceGetPowerUsage",
+        "nvmlDeviceGetTemperature",
+        "nvmlDeviceGetClockInfo",
+        "nvmlDeviceGetPerformanceState",
     )
 
-    def __init__(self, *gpus: FakeGpu, init_error: Exception | None = None) -> None:
+    def __init__(
+        self, *gpus: FakeGpu, init_error: Exception | None = None, clock: FakeClock | None = None
+    ) -> None:
         self.gpus = list(gpus)
         self.init_error = init_error
+        self.clock = clock  # drives counters with counter_update_s
         self.inits = 0
         self.shutdowns = 0
         self.power_reads = 0
@@ -129,7 +153,11 @@ class FakeNvml:
             raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
         if handle.energy_errors:
             raise handle.energy_errors.pop(0)
-        return handle.energy_mj
+        if handle.counter_update_s is None:
+            return handle.energy_mj
+        assert self.clock is not None, "a self-updating counter needs FakeNvml(clock=...)"
+        updates = math.floor(self.clock.t / handle.counter_update_s + 1e-9)
+        return handle.energy_mj + round(handle.power_mw * updates * handle.counter_update_s)
 
     def nvmlDeviceGetPowerUsage(self, handle: FakeGpu) -> int:
         self.power_reads += 1
@@ -139,11 +167,36 @@ class FakeNvml:
             raise self.power_failures[self.power_reads]
         if handle.power_errors:
             raise handle.power_errors.pop(0)
-        return handle.power_mw
+        return round(handle.power_mw * handle.power_read_gain)
+
+    def nvmlDeviceGetTemperature(self, handle: FakeGpu, sensor: int) -> int:
+        if sensor != pynvml.NVML_TEMPERATURE_GPU:
+            raise nvml_error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return self._supported(handle.temperature_c)
+
+    def nvmlDeviceGetClockInfo(self, handle: FakeGpu, clock_type: int) -> int:
+        if clock_type != pynvml.NVML_CLOCK_SM:  # the graphics clock is another number
+            return 1
+        return self._supported(handle.sm_clock_mhz)
+
+    def nvmlDeviceGetPerformanceState(self, handle: FakeGpu) -> int:
+        return self._supported(handle.pstate)
+
+    @staticmethod
+    def _supported(value: int | None) -> int:
+        if value is None:
+            raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return value
 
 
 def gpu_reading(meter: NvmlMeter) -> Any:
     return meter.read()[GPU]
+
+
+def fake_meter(devices: list[Any], clock: FakeClock | None = None, **kwargs: Any) -> NvmlMeter:
+    """An NvmlMeter on a fake clock (a fresh one unless given) whose sleep advances it."""
+    clock = FakeClock() if clock is None else clock
+    return NvmlMeter(devices, clock=clock, sleep=clock.sleep, **kwargs)
 
 
 def sampler_threads() -> list[threading.Thread]:
@@ -165,7 +218,7 @@ def test_counter_path_sums_devices_exactly(monkeypatch: pytest.MonkeyPatch) -> N
     second = FakeGpu(UUIDS[1], power_limit_mw=700_000)
     first.energy_mj, second.energy_mj = 1_000_000, 5_000_000
     FakeNvml(first, second).install(monkeypatch)
-    meter = NvmlMeter([0, 1], sample_hz=ASLEEP)
+    meter = fake_meter([0, 1], sample_hz=ASLEEP)
     meter.start()
     try:
         assert gpu_reading(meter).joules == 0.0
@@ -186,31 +239,44 @@ def test_counter_path_sums_devices_exactly(monkeypatch: pytest.MonkeyPatch) -> N
     assert details["devices"] == [
         {
             "requested": [0],
+            "label": "cuda:0",
             "index": 0,
             "uuid": UUIDS[0],
             "name": "NVIDIA A100-SXM4-80GB",
             "power_limit_w": 400.0,
             "source": NVML_COUNTER,
             "counter_error": None,
+            "period_s": 0.5,  # this counter stands still: the probe's bound
+            "period_basis": "probe_bound",
+            "cross_check_fault": None,
         },
         {
             "requested": [1],
+            "label": "cuda:1",
             "index": 1,
             "uuid": UUIDS[1],
             "name": "NVIDIA H100 80GB HBM3",
             "power_limit_w": 700.0,
             "source": NVML_COUNTER,
             "counter_error": None,
+            "period_s": 0.5,
+            "period_basis": "probe_bound",
+            "cross_check_fault": None,
         },
     ]
 
 
-def test_counter_path_starts_no_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_counter_path_samples_power_in_a_thread_for_the_cross_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Before issue 15 the counter path started no thread; now the thread samples its power for
+    # Reading.cross_check_j (test_nvml_telemetry.py checks the numbers).
     FakeNvml(FakeGpu(UUIDS[0])).install(monkeypatch)
-    meter = NvmlMeter([0])
+    meter = fake_meter([0])
     meter.start()
-    assert sampler_threads() == []
+    assert len(sampler_threads()) == 1
     meter.stop()
+    assert sampler_threads() == []
 
 
 def test_details_that_fail_are_none(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -222,7 +288,7 @@ def test_details_that_fail_are_none(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("nvmlDeviceGetName", "nvmlDeviceGetEnforcedPowerLimit"):
         monkeypatch.setattr(pynvml, name, unsupported)
     monkeypatch.setattr(pynvml, "nvmlSystemGetDriverVersion", unsupported)
-    meter = NvmlMeter([0], sample_hz=ASLEEP)
+    meter = fake_meter([0], sample_hz=ASLEEP)
     meter.start()
     fake.gpus[0].energy_mj = 2_000
     assert gpu_reading(meter).joules == 2.0
@@ -306,10 +372,11 @@ def test_mixed_paths_are_summed_and_labelled(monkeypatch: pytest.MonkeyPatch) ->
     pascal = FakeGpu(UUIDS[1], name="Tesla P100-PCIE-16GB", energy_mj=None, power_mw=100_000)
     FakeNvml(volta, pascal).install(monkeypatch)
     clock = FakeClock()
-    meter = NvmlMeter([0, 1], sample_hz=ASLEEP, clock=clock)
+    meter = fake_meter([0, 1], clock, sample_hz=ASLEEP)
     meter.start()
+    started = clock.t  # after the counter probe (fake time)
     try:
-        volta.energy_mj, clock.t = 47_000, 2.0
+        volta.energy_mj, clock.t = 47_000, started + 2.0
         reading = gpu_reading(meter)
         details = meter.details()
     finally:
@@ -328,7 +395,7 @@ def test_counter_read_error_is_a_fault_and_the_next_read_recovers(
 ) -> None:
     gpu = FakeGpu(UUIDS[0], energy_mj=100_000)
     FakeNvml(gpu).install(monkeypatch)
-    meter = NvmlMeter([0], sample_hz=ASLEEP)
+    meter = fake_meter([0], sample_hz=ASLEEP)
     meter.start()
     try:
         gpu.energy_mj = 110_000
@@ -373,7 +440,7 @@ def test_sampling_error_is_a_fault_and_the_gap_is_not_guessed(
 def test_every_failed_read_is_a_fault(monkeypatch: pytest.MonkeyPatch) -> None:
     gpu = FakeGpu(UUIDS[0], energy_mj=0)
     FakeNvml(gpu).install(monkeypatch)
-    meter = NvmlMeter([0], sample_hz=ASLEEP)
+    meter = fake_meter([0], sample_hz=ASLEEP)
     meter.start()
     gpu.energy_errors.extend([nvml_error(pynvml.NVML_ERROR_UNKNOWN)] * 2)
     assert [gpu_reading(meter).faults for _ in range(3)] == [1, 2, 2]
@@ -386,7 +453,7 @@ def test_every_failed_read_is_a_fault(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_counter_reset_is_a_fault_and_rebases(monkeypatch: pytest.MonkeyPatch) -> None:
     gpu = FakeGpu(UUIDS[0], energy_mj=5_000_000)
     FakeNvml(gpu).install(monkeypatch)
-    meter = NvmlMeter([0], sample_hz=ASLEEP)
+    meter = fake_meter([0], sample_hz=ASLEEP)
     meter.start()
     try:
         gpu.energy_mj = 5_010_000
@@ -451,7 +518,7 @@ def test_a_gpu_that_reads_neither_energy_nor_power_is_unavailable(
     gpu = FakeGpu(UUIDS[0], energy_mj=None)
     gpu.power_errors.append(nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED))
     fake = FakeNvml(FakeGpu(UUIDS[1]), gpu).install(monkeypatch)
-    meter = NvmlMeter([0, 1])
+    meter = fake_meter([0, 1])
     meter.start()
     reading = gpu_reading(meter)
     assert (reading.joules, reading.source) == (None, UNAVAILABLE)
@@ -486,7 +553,7 @@ def three_gpus(monkeypatch: pytest.MonkeyPatch) -> FakeNvml:
 
 
 def indices_of(devices: list[Any]) -> list[int]:
-    meter = NvmlMeter(devices, sample_hz=ASLEEP)
+    meter = fake_meter(devices, sample_hz=ASLEEP)
     meter.start()
     details = meter.details()
     meter.stop()
@@ -535,7 +602,7 @@ def test_unknown_uuid_makes_the_gpu_unavailable(monkeypatch: pytest.MonkeyPatch)
 
 def test_the_same_gpu_named_twice_is_measured_once(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = three_gpus(monkeypatch)
-    meter = NvmlMeter([1, UUIDS[1]], sample_hz=ASLEEP)
+    meter = fake_meter([1, UUIDS[1]], sample_hz=ASLEEP)
     meter.start()
     fake.gpus[1].energy_mj += 4_000
     reading = gpu_reading(meter)
@@ -568,16 +635,17 @@ def test_stop_is_idempotent_and_freezes_the_reading(monkeypatch: pytest.MonkeyPa
     sampled = FakeGpu(UUIDS[1], energy_mj=None, power_mw=50_000)
     fake = FakeNvml(counted, sampled).install(monkeypatch)
     clock = FakeClock()
-    meter = NvmlMeter([0, 1], sample_hz=ASLEEP, clock=clock)
+    meter = fake_meter([0, 1], clock, sample_hz=ASLEEP)
     meter.stop()  # before start: nothing to do
     meter.start()
+    started = clock.t  # after the counter probe (fake time)
     assert len(sampler_threads()) == 1
-    counted.energy_mj, clock.t = 3_000, 2.0
+    counted.energy_mj, clock.t = 3_000, started + 2.0
     meter.stop()
     assert sampler_threads() == []
     assert fake.shutdowns == 1
     reads = fake.power_reads
-    counted.energy_mj, clock.t = 9_000, 5.0
+    counted.energy_mj, clock.t = 9_000, started + 5.0
     meter.stop()
     meter.sample()
     final = gpu_reading(meter)
@@ -642,6 +710,7 @@ def test_real_nvml_counter_on_this_gpu() -> None:
         burn(4.0)
         last = (gpu_reading(counter), gpu_reading(sampler))
         elapsed = time.monotonic() - opened
+        telemetry = counter.telemetry()
     finally:
         counter.stop()
         sampler.stop()
@@ -655,3 +724,12 @@ def test_real_nvml_counter_on_this_gpu() -> None:
     assert elapsed >= 3.0
     assert counted > 0 and sampled > 0
     assert abs(counted - sampled) <= 0.05 * counted, (counted, sampled, elapsed)
+    assert telemetry is not None and len(telemetry) == 1
+    (state,) = telemetry.values()
+    assert state["temperature_c"] is not None and state["sm_clock_mhz"], state
+    assert sampler.period_s == 1 / 50.0
+    if volta_or_newer:  # the counter's own update period, and the power-sampled cross-check
+        assert counter.period_s is not None and 0 < counter.period_s <= 0.5
+        assert first[0].cross_check_j is not None and last[0].cross_check_j is not None
+        checked = last[0].cross_check_j - first[0].cross_check_j
+        assert abs(counted - checked) <= 0.05 * counted, (counted, checked, elapsed)

@@ -55,7 +55,7 @@ def test_records_round_trip_and_strangers_are_reported(tmp_path: Path) -> None:
     assert why["torn"].startswith("not readable as JSON")
     assert why["list"] == "a JSON list, not a record" and "NoneType" in why["null"]
     assert why["phantom"] == "no schema field: not a greenbench record"
-    assert why["future"] == "schema 99; this greenbench reads schema 1"
+    assert why["future"] == "schema 99; this greenbench reads schemas 1 and 2"
     assert why["no_status"] == "status is missing or not a str"
 
 

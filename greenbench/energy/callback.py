@@ -8,10 +8,16 @@
 
 A thin Lightning shell over ``EnergyMonitor``. When fit starts it starts the meters (NVML for
 the GPU the run uses, CodeCarbon for CPU and RAM on the node's first process) and measures an
-``idle`` baseline for ``idle_seconds``; then ``warmup`` runs until ``warmup_steps`` optimizer
-steps are done and ``train`` covers the rest of fit, validation loops included. Code wrapped in
-``eval_window()`` (sample generation, quality metrics; during or after fit) counts as ``eval``
-and pauses whatever it interrupts. ``result()`` stops the meters and returns the windows.
+``idle`` baseline for ``idle_seconds`` (in one-second segments, so that its spread is known);
+then ``warmup`` runs for the first ``warmup_steps`` training batches (batches, not optimizer
+steps, so a GAN with two optimizers warms up like a VAE) and ``train`` covers the rest of fit,
+validation loops included. Code wrapped in ``eval_window()`` (sample generation, quality
+metrics; during or after fit) counts as ``eval`` and pauses whatever it interrupts, and so do
+``trainer.validate()``, ``test()`` and ``predict()`` run after fit and before ``result()``.
+``result()`` stops the meters and returns the windows.
+
+One callback can measure several fits: each ``fit`` starts a fresh measurement, ``result()``
+gives the latest fit's and ``results()`` every fit's, in order.
 
 The device is synchronised only at window edges, never in a per-batch hook: the per-batch work
 is counting samples and comparing an integer step count.
@@ -22,19 +28,33 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.data import extract_batch_size
 
 from greenbench.energy.carbon import CarbonIntensity, resolve_intensity
 from greenbench.energy.codecarbon import CodeCarbonMeter
 from greenbench.energy.meters import Meter, NotMeasuredHere
-from greenbench.energy.monitor import EVAL, IDLE, TOTAL, TRAIN, WARMUP, EnergyMonitor
+from greenbench.energy.monitor import (
+    EVAL,
+    FIT,
+    GENERATE,
+    IDLE,
+    MIN_WINDOW_PERIODS,
+    TOTAL,
+    TRAIN,
+    WARMUP,
+    EnergyMonitor,
+)
 from greenbench.energy.nvml import NvmlMeter
+
+COOL_ENOUGH_C = 3.0  # a GPU this close to the reference temperature has cooled down
 
 
 class EnergyCallback(Callback):
@@ -42,12 +62,21 @@ class EnergyCallback(Callback):
 
     Args:
         idle_seconds: length of the idle baseline measured before training (0: none).
-        warmup_steps: optimizer steps counted as ``warmup`` rather than ``train``.
+        warmup_steps: training batches counted as ``warmup`` rather than ``train``.
         sample_hz: NVML power-sampling rate, used where a GPU has no energy counter.
         carbon: the carbon intensity for grams of CO2 (default: the world average).
         codecarbon_dir: where CodeCarbon writes its CSV (default: a new temporary folder).
         project_name: the project name CodeCarbon writes in its CSV.
         meters: measure with these instead of the default NVML and CodeCarbon meters.
+        min_window_periods: a window is ``reliable`` only when it lasts this many periods of
+            its slowest meter (CodeCarbon measures every second: 10 s by default).
+        cooldown_s: before the idle baseline, wait at most this long for the GPUs to cool to
+            within 3 degrees of ``reference_temperature_c`` (default: their temperature when
+            the wait begins, so a first run waits for nothing); what was found is recorded.
+        reference_temperature_c: the temperature a sweep's first point started at.
+        baseline: an idle baseline measured before (a result's ``baseline`` section with the
+            ``window`` it describes, as a sweep passes from point to point): used instead of
+            measuring one, so no ``idle_seconds`` are spent.
     """
 
     def __init__(
@@ -59,6 +88,10 @@ class EnergyCallback(Callback):
         codecarbon_dir: str | Path | None = None,
         project_name: str = "greenbench",
         meters: Sequence[Meter] | None = None,
+        baseline: dict[str, Any] | None = None,
+        min_window_periods: float = MIN_WINDOW_PERIODS,
+        cooldown_s: float = 0.0,
+        reference_temperature_c: float | None = None,
     ):
         if idle_seconds < 0 or warmup_steps < 0 or sample_hz <= 0:
             raise ValueError("idle_seconds and warmup_steps must be >= 0, sample_hz > 0")
@@ -69,21 +102,41 @@ class EnergyCallback(Callback):
         self.codecarbon_dir = Path(codecarbon_dir or tempfile.mkdtemp(prefix="greenbench-cc-"))
         self.project_name = project_name
         self._meters = list(meters) if meters is not None else None
+        self.baseline = baseline
+        self.min_window_periods = min_window_periods
+        self.cooldown_s = cooldown_s
+        self.reference_temperature_c = reference_temperature_c
+        self._cooldown: dict[str, Any] | None = None
+        self._idle_taken_at: datetime | None = None
+        self._fit_started_at: datetime | None = None
+        self._meters_start_s: float | None = None
         self.monitor: EnergyMonitor | None = None
         self._trainer: Trainer | None = None
         self._device: torch.device | None = None
         self._result: dict[str, Any] | None = None
+        self._earlier: list[dict[str, Any]] = []  # results of the fits before the latest
+        self._batches = 0  # training batches of the current fit
+        self._warned: set[str] = set()
 
     # -- Lightning hooks -------------------------------------------------------------------
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.monitor is not None:  # an earlier fit: keep its result, start afresh
+            self._earlier.append(self.result())
+        self._result, self._batches = None, 0
         self._trainer, self._device = trainer, trainer.strategy.root_device
-        self.monitor = EnergyMonitor(self._meters or self._default_meters(trainer))
+        self.monitor = EnergyMonitor(self._meters or self._default_meters(trainer),
+                                     min_window_periods=self.min_window_periods)
+        started = time.perf_counter()
         self.monitor.start()
-        if self.idle_seconds > 0:
+        self._meters_start_s = round(time.perf_counter() - started, 3)
+        self._fit_started_at = datetime.now(timezone.utc)
+        self._cooldown = self._cool_down() if self.cooldown_s > 0 else None
+        if self.idle_seconds > 0 and self.baseline is None:
             self._synchronize()
+            self._idle_taken_at = datetime.now(timezone.utc)
             self.monitor.switch(IDLE)
-            time.sleep(self.idle_seconds)
+            self._idle()
         self._synchronize()
         self.monitor.switch(WARMUP if self.warmup_steps > 0 else TRAIN)
 
@@ -92,14 +145,36 @@ class EnergyCallback(Callback):
         batch_idx: int,
     ) -> None:
         self.monitor.count_samples(_batch_size(batch))
-        if self.monitor.phase == WARMUP and trainer.global_step >= self.warmup_steps:
+        self._batches += 1
+        if self.monitor.phase == WARMUP and self._batches >= self.warmup_steps:
             self._synchronize()
             self.monitor.switch(TRAIN)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._synchronize()
         self.monitor.switch(None)
-        self._log(self.monitor.result()["windows"], (IDLE, WARMUP, TRAIN))
+        self._log(self.monitor.result()["windows"], (IDLE, WARMUP, TRAIN, FIT))
+
+    # validate(), test() and predict() outside fit: measured as eval while a fit's measurement
+    # is open (after fit, before result()); otherwise not measured, and said once.
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._outside_fit_starts(trainer, "validate")
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._outside_fit_ends(trainer)
+
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._outside_fit_starts(trainer, "test")
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._outside_fit_ends(trainer)
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._outside_fit_starts(trainer, "predict")
+
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._outside_fit_ends(trainer)
 
     def on_exception(
         self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
@@ -109,14 +184,22 @@ class EnergyCallback(Callback):
 
     # -- for the code around fit -----------------------------------------------------------
 
-    @contextmanager
-    def eval_window(self) -> Iterator[None]:
+    def eval_window(self) -> AbstractContextManager[None]:
         """Count the enclosed block as ``eval``, during fit or after it (before ``result()``)."""
+        return self._window(EVAL)
+
+    def generate_window(self) -> AbstractContextManager[None]:
+        """Count the enclosed block as ``generate``: sampling from the trained model and nothing
+        else, after fit and before ``result()`` (the device is synchronised at both edges)."""
+        return self._window(GENERATE)
+
+    @contextmanager
+    def _window(self, phase: str) -> Iterator[None]:
         if self.monitor is None or not self.monitor.running:
-            raise RuntimeError("eval_window() needs the callback's fit to have started, "
+            raise RuntimeError(f"{phase}_window() needs the callback's fit to have started, "
                                "and result() not to have been called yet")
         self._synchronize()
-        interrupted = self.monitor.switch(EVAL)
+        interrupted = self.monitor.switch(phase)
         try:
             yield
         finally:
@@ -124,31 +207,41 @@ class EnergyCallback(Callback):
             self.monitor.switch(interrupted)
 
     def result(self) -> dict[str, Any]:
-        """Stop the meters; the windows, the meters' details and the settings, as a plain dict.
+        """Stop the meters; the latest fit's windows, the meters' details and the settings, as
+        a plain dict.
 
-        The same dict on every call. ``result()["windows"]`` has ``idle``, ``warmup``,
-        ``train``, ``eval`` and ``total``.
+        The same dict on every call until the next fit. ``result()["windows"]`` has ``idle``,
+        ``warmup``, ``train``, ``eval``, ``fit`` and ``total``.
         """
         if self._result is None:
             if self.monitor is None:
                 raise RuntimeError("result() needs a fit to have started with this callback")
             self.monitor.stop()
-            self._result = self.monitor.result()
+            self._result = self.monitor.result(baseline=self.baseline)
+            self._result["baseline"] = self._baseline_record()
+            self._result["meters_start_s"] = self._meters_start_s  # CodeCarbon's start, mostly
+            self._result["cooldown"] = self._cooldown
             self._result["settings"] = {
                 "idle_seconds": self.idle_seconds,
                 "warmup_steps": self.warmup_steps,
                 "sample_hz": self.sample_hz,
+                "min_window_periods": self.min_window_periods,
+                "cooldown_s": self.cooldown_s,
             }
-            self._log(self._result["windows"], (EVAL, TOTAL))
+            self._log(self._result["windows"], (EVAL, GENERATE, TOTAL))
         return self._result
 
+    def results(self) -> list[dict[str, Any]]:
+        """Every fit's result, the earliest first (the latest stops the meters, as result())."""
+        return [*self._earlier, self.result()] if self.monitor is not None else []
+
     def training_joules(self) -> float | None:
-        """Joules of ``warmup`` and ``train`` so far (None when not measurable)."""
+        """Training energy so far: the ``fit`` window, warm-up plus train (None when not
+        measurable)."""
         if self.monitor is None:
             return None
         windows = self.monitor.result()["windows"]
-        parts = [windows[WARMUP]["total_j"], windows[TRAIN]["total_j"]]
-        return None if None in parts else sum(parts)
+        return windows[FIT]["total_j"]
 
     def carbon(self) -> dict[str, Any]:
         """kWh and grams of CO2 of the ``total`` window, with the intensity used."""
@@ -179,6 +272,71 @@ class EnergyCallback(Callback):
             meters.append(NotMeasuredHere(CodeCarbonMeter.components, why))
         return meters
 
+    def _baseline_record(self) -> dict[str, Any] | None:
+        """Which idle baseline the net figures use: measured in this fit, or given to it."""
+        if self.baseline is not None:
+            given = self.baseline
+            taken = datetime.fromisoformat(given["taken_at"])
+            return {"shared": True, "taken_at": given["taken_at"],
+                    "taken_by": given.get("taken_by"),
+                    "duration_s": given["window"]["duration_s"], "power_w": given["power_w"],
+                    "segment_powers_w": given["segment_powers_w"],
+                    "age_s": round((self._fit_started_at - taken).total_seconds(), 3)}
+        own = self.monitor.baseline()
+        if own is None or self._idle_taken_at is None:
+            return None
+        return {"shared": False, "taken_at": self._idle_taken_at.isoformat(), "taken_by": None,
+                "duration_s": own["window"]["duration_s"], "power_w": own["power_w"],
+                "segment_powers_w": own["segment_powers_w"], "age_s": 0.0}
+
+    def _cool_down(self, poll_s: float = 0.5) -> dict[str, Any]:
+        """Wait (outside every window) for the hottest GPU to come within ``COOL_ENOUGH_C`` of
+        the reference temperature, for at most ``cooldown_s``; what was found."""
+        readers = [m for m in self.monitor.meters if hasattr(m, "temperatures")]
+
+        def hottest() -> float | None:
+            found = [t for m in readers for t in m.temperatures().values() if t is not None]
+            return max(found) if found else None
+
+        start = hottest()
+        if start is None:
+            return {"waited_s": 0.0, "reached": None, "reason": "no GPU temperature to read"}
+        reference = self.reference_temperature_c if self.reference_temperature_c is not None \
+            else start
+        began, now = time.perf_counter(), start
+        while now is not None and now > reference + COOL_ENOUGH_C and (
+                time.perf_counter() - began < self.cooldown_s):
+            time.sleep(poll_s)
+            now = hottest()
+        return {"waited_s": round(time.perf_counter() - began, 3), "reference_c": reference,
+                "start_c": start, "end_c": now,
+                "reached": now is not None and now <= reference + COOL_ENOUGH_C}
+
+    def _idle(self) -> None:
+        """Sleep through the idle baseline in segments of about a second: its spread tells
+        whether training can be told from idle at all."""
+        segments = max(1, round(self.idle_seconds))
+        for i in range(segments):
+            time.sleep(self.idle_seconds / segments)
+            if i < segments - 1:
+                self.monitor.switch(IDLE)
+
+    def _outside_fit_starts(self, trainer: Trainer, what: str) -> None:
+        if trainer.state.fn == "fit":
+            return  # validation inside fit belongs to train
+        if self.monitor is not None and self.monitor.running:
+            self._synchronize()
+            self.monitor.switch(EVAL)
+        elif what not in self._warned:
+            self._warned.add(what)
+            rank_zero_warn(f"EnergyCallback: trainer.{what}() is not measured: no fit "
+                           "measurement is open (run it after fit and before result())")
+
+    def _outside_fit_ends(self, trainer: Trainer) -> None:
+        if trainer.state.fn != "fit" and self.monitor is not None and self.monitor.running:
+            self._synchronize()
+            self.monitor.switch(None)
+
     def _synchronize(self) -> None:
         if self._device is not None and self._device.type == "cuda":
             torch.cuda.synchronize(self._device)
@@ -193,6 +351,7 @@ class EnergyCallback(Callback):
         }
         for logger in self._trainer.loggers:
             logger.log_metrics(metrics, step=self._trainer.global_step)
+            logger.save()  # after fit the logger has saved for the last time: save again
 
 
 def _batch_size(batch: Any) -> int:

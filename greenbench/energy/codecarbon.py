@@ -3,8 +3,11 @@
 CodeCarbon's tracker takes some 35 arguments, merges config files and environment variables,
 and swallows its own exceptions. This adapter is the one place greenbench touches it:
 
-* only ``OfflineEmissionsTracker``, with every setting that matters passed explicitly (so no
-  ``.codecarbon.config`` or ``CODECARBON_*`` variable changes what is measured), no API, no
+* only ``OfflineEmissionsTracker``, with every setting that changes a number passed explicitly,
+  and built blind to CodeCarbon's own configuration: its ``CODECARBON_*`` environment variables
+  and ``.codecarbon.config`` files (in ``$HOME`` and the working directory) are hidden from it
+  while it is constructed, so ``CODECARBON_FORCE_CPU_POWER=5000`` or a ``force_ram_power`` in a
+  config file cannot change what is measured; ``details()`` names what was ignored. No API, no
   network, machine tracking mode, GPU tracking off (GPU energy comes from NVML; CodeCarbon's GPU
   numbers are never read, so nothing is counted twice);
 * cumulative readings are built from CodeCarbon's task API: every ``read()`` closes one task and
@@ -20,7 +23,10 @@ CodeCarbon writes its own CSV files to ``output_dir``: its run row and one row p
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +43,8 @@ from greenbench.energy.meters import (
 )
 
 CSV_NAME = "emissions.csv"
+CONFIG_FILE_NAME = ".codecarbon.config"  # CodeCarbon reads it from $HOME and the working folder
+ENV_PREFIX = "codecarbon_"  # CodeCarbon reads every variable so named, in any case
 _CPU_SOURCES = {
     "intel_rapl": RAPL,
     "cpu_load": CODECARBON_CPU_LOAD,
@@ -71,7 +79,19 @@ class CodeCarbonMeter(Meter):
             "pue": carbon.pue,
             "force_carbon_intensity_g_co2e_kwh": carbon.g_per_kwh,
             "country_iso_code": carbon.country_iso_code,
+            # What CodeCarbon would otherwise take from its config files or environment:
+            "force_cpu_power": None,
+            "force_ram_power": None,
+            "force_mode_cpu_load": False,
+            "rapl_include_dram": False,
+            "rapl_prefer_psys": False,
+            "wue": 0.0,
+            "region": None,
+            "cloud_provider": None,
+            "cloud_region": None,
+            "country_2letter_iso_code": None,
         }
+        self.ignored: list[str] = []  # CodeCarbon settings found around us, and not used
         self._tracker: Any = None
         self._joules = {CPU: 0.0, RAM: 0.0}
         self._sources = {CPU: CODECARBON_CPU_LOAD, RAM: CODECARBON_RAM}
@@ -79,6 +99,10 @@ class CodeCarbonMeter(Meter):
         self._fault: str | None = None
         self._unavailable: str | None = None
         self._segments = 0
+
+    @property
+    def period_s(self) -> float:
+        return float(self.settings["measure_power_secs"])  # CodeCarbon's measuring interval
 
     def start(self) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +112,8 @@ class CodeCarbonMeter(Meter):
 
             logging.getLogger("codecarbon").setLevel(logging.ERROR)
             settings = {**self.settings, "output_methods": [OutputMethod.CSV]}
-            self._tracker = OfflineEmissionsTracker(**settings)
+            with self._blind_to_ambient_config():
+                self._tracker = OfflineEmissionsTracker(**settings)
             self._tracker.start()
             if getattr(self._tracker, "_start_time", None) is None:
                 raise RuntimeError("CodeCarbon's tracker did not start (see the log)")
@@ -138,11 +163,33 @@ class CodeCarbonMeter(Meter):
             version = None
         return {
             "codecarbon_version": version,
+            "period_s": self.period_s,
             "cpu_source": self._sources[CPU],
             "ram_source": self._sources[RAM],
             "settings": {k: v for k, v in self.settings.items() if k != "output_dir"},
+            "ignored_config": list(self.ignored),
             "unavailable": self._unavailable,
         }
+
+    @contextlib.contextmanager
+    def _blind_to_ambient_config(self) -> Iterator[None]:
+        """Hide CodeCarbon's environment variables and config files from its constructor (the
+        one place it reads them), noting what there was; restore the environment after."""
+        from codecarbon import emissions_tracker
+
+        found = [str(folder / CONFIG_FILE_NAME) for folder in (Path.home(), Path.cwd())
+                 if (folder / CONFIG_FILE_NAME).is_file()]
+        hidden = {k: v for k, v in os.environ.items() if k.lower().startswith(ENV_PREFIX)}
+        self.ignored = [*found, *sorted(hidden)]
+        for key in hidden:
+            del os.environ[key]
+        reader = emissions_tracker.get_hierarchical_config
+        emissions_tracker.get_hierarchical_config = dict  # no file, no variable: {}
+        try:
+            yield
+        finally:
+            emissions_tracker.get_hierarchical_config = reader
+            os.environ.update(hidden)
 
     def _cpu_source(self) -> str:
         for hardware in getattr(self._tracker, "_hardware", []):

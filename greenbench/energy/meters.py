@@ -44,6 +44,9 @@ class Reading:
     source: str
     faults: int = 0  # problems so far; a window whose two readings differ here is invalid
     fault: str | None = None  # the latest problem, or why the component is unavailable
+    # The same energy by a second, independent method (NVML: sampled power integrated beside
+    # the energy counter), for a window's cross-check; None where there is no second method.
+    cross_check_j: float | None = None
 
     @property
     def measured(self) -> bool:
@@ -61,6 +64,13 @@ class Meter(ABC):
     #: The components this meter reports, e.g. ("gpu",) or ("cpu", "ram").
     components: tuple[str, ...] = ()
 
+    @property
+    def period_s(self) -> float | None:
+        """How often the meter's numbers change (its measuring interval, a counter's update
+        period), once started; None when unknown. A window shorter than a few periods is
+        mostly the meter's own granularity, not a measurement."""
+        return None
+
     @abstractmethod
     def start(self) -> None:
         """Begin measuring; joules count from here."""
@@ -76,6 +86,11 @@ class Meter(ABC):
     def details(self) -> dict[str, Any]:
         """What the meter ran with and on: devices, drivers, settings. JSON-serialisable."""
         return {}
+
+    def telemetry(self) -> dict[str, Any] | None:
+        """The state of the measured hardware now (temperatures, clocks, power limits), read at
+        window edges; None when the meter has none. JSON-serialisable, never raises."""
+        return None
 
 
 class NotMeasuredHere(Meter):

@@ -15,6 +15,19 @@ Design:
   takes a fresh sample at its own time, so a window's edges are where they were asked for and
   not up to one period late. The combined reading is ``nvml_energy_counter`` only when every
   device uses the counter; ``details()`` says which device uses which path and why.
+* **A cross-check beside the counter.** The thread also samples the power of every device on
+  the counter path and integrates it apart from the counter; ``Reading.cross_check_j`` is that
+  integral summed over the counter devices (None when no device uses the counter). The counter
+  stays the measurement: a failed power read there adds no fault, it ends that device's
+  cross-check (``cross_check_j`` is None from then on, the reason in ``details()``).
+* **Period.** ``period_s`` is how often the energy figure changes, the largest over the
+  devices: ``1/sample_hz`` on the sampling path; on the counter path the counter's update
+  period, timed at ``start()`` as Zeus does (poll until the counter has changed twice, about
+  0.1 s on recent GPUs, at most ``COUNTER_PROBE_S``, so ``start()`` takes up to 0.5 s; a
+  counter that did not change twice in that time gets the bound, with ``period_basis``
+  ``probe_bound`` in ``details()``). Energy counts from the end of ``start()``, after the probe.
+* **Telemetry.** ``telemetry()`` (temperature, SM clock, enforced power limit, performance
+  state per device) and ``temperatures()`` read NVML now; what cannot be read is None.
 * **Device numbering.** An int is a CUDA device index as torch numbers devices: the i-th entry
   of ``CUDA_VISIBLE_DEVICES`` when that is set (entries are NVML indices or ``GPU-``/``MIG-``
   UUIDs, a UUID may be a unique prefix, and, as in CUDA, an invalid entry ends the list), else
@@ -32,11 +45,13 @@ Design:
   An error while reading a counter keeps its last good value (the counter keeps counting, so the
   next good read recovers the energy in between); an error while sampling power keeps the
   integral and restarts integration at the next good sample (the gap is lost, not interpolated).
-  Every failed read adds one fault, so any window that contains one is visibly invalid.
+  Every failed read of a measurement adds one fault, so any window that contains one is
+  visibly invalid (a cross-check's failed read is no fault: see above).
 * **Threading.** One lock guards all integrator and counter state; NVML is called only with it
   held, so ``read()``, ``sample()`` and the thread never interleave. The thread sleeps on a
-  ``threading.Event`` between samples and so stops promptly on ``stop()``. The clock is
-  injectable (``clock=``) and ``sample()`` is public, so tests can drive sampling exactly.
+  ``threading.Event`` between samples and so stops promptly on ``stop()``. The clock and the
+  sleep of the counter probe are injectable (``clock=``, ``sleep=``) and ``sample()`` is
+  public, so tests can drive timing and sampling exactly.
 * **Lazy imports.** pynvml is imported in ``start()``; importing this module imports neither
   pynvml nor torch.
 """
@@ -56,10 +71,18 @@ from greenbench.energy.nvml_devices import (
     Device,
     DeviceSpec,
     describe_error,
+    handle_by_uuid,
     normalise_spec,
     nvml_text,
     parse_visible_devices,
     try_call,
+)
+from greenbench.energy.nvml_telemetry import (
+    COUNTER_PROBE_S,
+    PERIOD_SAMPLE_HZ,
+    probe_counter_periods,
+    read_telemetry,
+    read_temperature,
 )
 
 log = logging.getLogger(__name__)
@@ -84,12 +107,14 @@ class NvmlMeter(Meter):
         sample_hz: float = 10.0,
         *,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
         force_sampling: bool = False,
     ) -> None:
         """``devices``: CUDA indices (as torch numbers them) or UUIDs. ``sample_hz``: power
-        sampling rate for devices without an energy counter. ``clock``: monotonic seconds, for
-        sample times. ``force_sampling``: sample power even where the counter works (to
-        cross-check the two paths)."""
+        sampling rate (the measurement where there is no energy counter, the cross-check where
+        there is). ``clock``: monotonic seconds, for sample times and the counter probe;
+        ``sleep``: how the probe waits, in ``clock``'s seconds. ``force_sampling``: measure by
+        sampled power even where the counter works (to compare the two paths)."""
         sample_hz = float(sample_hz)
         if not (math.isfinite(sample_hz) and 0 < sample_hz <= MAX_SAMPLE_HZ):
             raise ValueError(f"sample_hz must be in (0, {MAX_SAMPLE_HZ:g}], got {sample_hz!r}")
@@ -97,6 +122,7 @@ class NvmlMeter(Meter):
         self.sample_hz = sample_hz
         self.force_sampling = force_sampling
         self._clock = clock
+        self._sleep = sleep
         self._period = 1.0 / sample_hz
 
         self._lock = threading.Lock()
@@ -125,7 +151,7 @@ class NvmlMeter(Meter):
                 self._devices = []
                 self._shutdown_nvml()
                 return
-            sampled = any(dev.source == NVML_SAMPLING for dev in self._devices)
+            sampled = any(dev.samples_power for dev in self._devices)
         if sampled:
             self._thread = threading.Thread(target=self._run, name=_THREAD_NAME, daemon=True)
             self._thread.start()
@@ -151,7 +177,8 @@ class NvmlMeter(Meter):
             self._shutdown_nvml()
 
     def sample(self) -> None:
-        """Sample the power of every sampled device now and integrate it.
+        """Sample the power of every sampled device now and integrate it (the measurement on
+        the sampling path, the cross-check on the counter path).
 
         The sampling thread calls this every ``1/sample_hz`` seconds and ``read()`` calls it
         once; tests may call it to drive sampling deterministically. Does nothing before
@@ -160,15 +187,41 @@ class NvmlMeter(Meter):
         with self._lock:
             self._sample_locked()
 
+    @property
+    def period_s(self) -> float | None:
+        """The slowest device's period (see the module docstring); None before ``start()`` or
+        when the GPUs are unavailable."""
+        with self._lock:
+            return self._period_locked()
+
     def details(self) -> dict[str, Any]:
         with self._lock:
             return {
                 "driver_version": self._driver_version,
                 "sample_hz": self.sample_hz,
                 "force_sampling": self.force_sampling,
+                "period_s": self._period_locked(),
+                "counter_probe_s": COUNTER_PROBE_S,
                 "devices": [dev.describe() for dev in self._devices],
                 "unavailable": self._unavailable,
             }
+
+    def telemetry(self) -> dict[str, Any] | None:
+        """Per device label (as in ``details()``): ``temperature_c``, ``sm_clock_mhz``,
+        ``power_limit_w``, ``pstate`` (``"P0"`` .. ``"P15"``), each None when unreadable. None
+        when no device is open (before ``start()``, after ``stop()``, GPUs unavailable)."""
+        with self._lock:
+            if self._nvml is None or not self._devices:
+                return None
+            return {dev.label: read_telemetry(self._nvml, dev.handle) for dev in self._devices}
+
+    def temperatures(self) -> dict[str, float | None]:
+        """Each device's temperature in °C now (None where unreadable), by label; empty when
+        no device is open. For a cool-down wait, which is the caller's to do."""
+        with self._lock:
+            if self._nvml is None:
+                return {}
+            return {dev.label: read_temperature(self._nvml, dev.handle) for dev in self._devices}
 
     # -- start -----------------------------------------------------------------------------
 
@@ -195,10 +248,16 @@ class NvmlMeter(Meter):
         visible = parse_visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"))
         for spec in self._requested:
             self._add_device(spec, visible)
-        # Starting values last, all together, so that joules count from the end of start().
         for dev in self._devices:
             self._choose_path(dev)
-        self._baseline_samples()
+        probe_counter_periods(
+            pynvml, [dev for dev in self._devices if dev.counted], self._clock, self._sleep
+        )
+        for dev in self._devices:
+            if not dev.counted:
+                dev.period_s, dev.period_basis = self._period, PERIOD_SAMPLE_HZ
+        # Starting values last, all together, so that joules count from the end of start().
+        self._take_starting_values()
 
     def _add_device(self, spec: DeviceSpec, visible: list[DeviceSpec] | None) -> None:
         nv = self._nvml
@@ -213,7 +272,7 @@ class NvmlMeter(Meter):
             if isinstance(target, int):
                 handle, index = nv.nvmlDeviceGetHandleByIndex(target), target
             else:
-                handle, index = self._handle_by_uuid(target)
+                handle, index = handle_by_uuid(nv, target)
         except Exception as exc:
             raise _Unavailable(f"{label}: NVML cannot open it ({describe_error(exc)})") from exc
         if index is None:
@@ -241,24 +300,6 @@ class NvmlMeter(Meter):
             )
         )
 
-    def _handle_by_uuid(self, uuid: str) -> tuple[Any, int | None]:
-        """The handle of the device with this UUID, or with the one UUID it is a prefix of
-        (as ``CUDA_VISIBLE_DEVICES`` allows)."""
-        nv = self._nvml
-        try:
-            return nv.nvmlDeviceGetHandleByUUID(uuid), None
-        except Exception as exact_error:
-            matches = []
-            for i in range(try_call(nv.nvmlDeviceGetCount) or 0):
-                handle = try_call(nv.nvmlDeviceGetHandleByIndex, i)
-                uuid_of = None if handle is None else try_call(nv.nvmlDeviceGetUUID, handle)
-                other = nvml_text(uuid_of)
-                if other is not None and other.startswith(uuid):
-                    matches.append((handle, i))
-            if len(matches) == 1:
-                return matches[0]
-            raise exact_error
-
     def _choose_path(self, dev: Device) -> None:
         if self.force_sampling:
             dev.counter_error = "sampling forced"
@@ -272,18 +313,23 @@ class NvmlMeter(Meter):
         else:
             dev.source = NVML_COUNTER
 
-    def _sampled_devices(self) -> list[Device]:
-        return [dev for dev in self._devices if dev.source == NVML_SAMPLING]
-
-    def _baseline_samples(self) -> None:
-        sampled = self._sampled_devices()
-        if not sampled:
-            return
+    def _take_starting_values(self) -> None:
+        """Counters and power, read at one time. A device on the sampling path whose power
+        cannot be read makes the GPUs unavailable; on the counter path it only forgoes the
+        cross-check."""
         now = self._clock()
-        for dev in sampled:
+        for dev in self._devices:
+            if dev.counted:
+                latest = try_call(self._nvml.nvmlDeviceGetTotalEnergyConsumption, dev.handle)
+                if latest is not None:  # else the probe's last good value stands
+                    dev.last_mj = int(latest)
+                dev.base_mj = dev.last_mj
             try:
                 dev.last_mw = int(self._nvml.nvmlDeviceGetPowerUsage(dev.handle))
             except Exception as exc:
+                if dev.counted:
+                    dev.cross_check_fault = f"power cannot be read: {describe_error(exc)}"
+                    continue
                 why = dev.counter_error or "not read"
                 raise _Unavailable(
                     f"{dev.label}: neither energy counter ({why}) nor power "
@@ -300,19 +346,21 @@ class NvmlMeter(Meter):
             return {GPU: Reading.unavailable(self._unavailable)}
         self._read_counters_locked()
         self._sample_locked()
-        everything_counted = all(dev.source == NVML_COUNTER for dev in self._devices)
+        counted = [dev for dev in self._devices if dev.counted]
+        checks = [dev.cross_check_j() for dev in counted]
         return {
             GPU: Reading(
                 joules=sum(dev.joules() for dev in self._devices),
-                source=NVML_COUNTER if everything_counted else NVML_SAMPLING,
+                source=NVML_COUNTER if len(counted) == len(self._devices) else NVML_SAMPLING,
                 faults=self._faults,
                 fault=self._fault,
+                cross_check_j=sum(checks) if checks and None not in checks else None,
             )
         }
 
     def _read_counters_locked(self) -> None:
         for dev in self._devices:
-            if dev.source != NVML_COUNTER:
+            if not dev.counted:
                 continue
             try:
                 now_mj = int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(dev.handle))
@@ -332,7 +380,7 @@ class NvmlMeter(Meter):
     def _sample_locked(self) -> None:
         if not self._started or self._final is not None or self._unavailable is not None:
             return
-        sampled = self._sampled_devices()
+        sampled = [dev for dev in self._devices if dev.samples_power]
         if not sampled:
             return
         now = self._clock()
@@ -340,12 +388,22 @@ class NvmlMeter(Meter):
             try:
                 power_mw = int(self._nvml.nvmlDeviceGetPowerUsage(dev.handle))
             except Exception as exc:
-                self._record_fault(f"{dev.label}: power read failed: {describe_error(exc)}")
-                dev.last_t = None  # integration restarts at the next good sample
+                why = f"power read failed: {describe_error(exc)}"
+                if dev.counted:  # the counter stands; only its cross-check ends
+                    dev.cross_check_fault = why
+                    log.warning("%s: the cross-check of the energy counter ends: %s",
+                                dev.label, why)
+                else:
+                    self._record_fault(f"{dev.label}: {why}")
+                    dev.last_t = None  # integration restarts at the next good sample
                 continue
             if dev.last_t is not None and now > dev.last_t:
                 dev.sampled_j += (dev.last_mw + power_mw) * (now - dev.last_t) / 2000
             dev.last_t, dev.last_mw = now, power_mw
+
+    def _period_locked(self) -> float | None:
+        periods = [dev.period_s for dev in self._devices if dev.period_s is not None]
+        return max(periods) if periods else None
 
     def _record_fault(self, reason: str) -> None:
         self._faults += 1

@@ -1,5 +1,6 @@
 """The NVML side of the GPU meter: one measured device and its state, how devices are named
-(CUDA indices, UUIDs, ``CUDA_VISIBLE_DEVICES``), and small helpers for NVML's return values."""
+(CUDA indices, UUIDs, ``CUDA_VISIBLE_DEVICES``, UUID prefixes), and small helpers for NVML's
+return values."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ class Device:
     """One physical GPU: what it is, which path measures it, and that path's state."""
 
     requested: list[DeviceSpec]
-    label: str  # names the device in fault reasons
+    label: str  # names the device in fault reasons, details() and telemetry()
     handle: Any
     index: int | None
     uuid: str | None
@@ -26,30 +27,73 @@ class Device:
     power_limit_w: float | None = None
     source: str = NVML_SAMPLING
     counter_error: str | None = None  # why the counter is not used, if it is not
+    # How often this device's energy figure changes, and how that was found (set at start).
+    period_s: float | None = None
+    period_basis: str | None = None
     # Counter path, integer millijoules: energy = banked + (last - base).
     base_mj: int = 0
     last_mj: int = 0
     banked_mj: int = 0
-    # Sampling path: the previous good sample (None after a failed one) and the integral.
+    # Power sampling: the previous good sample (None after a failed one) and the integral. On
+    # the sampling path this is the measurement; on the counter path, the cross-check.
     last_t: float | None = None
     last_mw: int = 0
     sampled_j: float = 0.0
+    # Counter path: why the cross-check stopped (its integral is then no longer whole).
+    cross_check_fault: str | None = None
+
+    @property
+    def counted(self) -> bool:
+        return self.source == NVML_COUNTER
+
+    @property
+    def samples_power(self) -> bool:
+        """Sampled: for its measurement, or for the cross-check of its counter."""
+        return not self.counted or self.cross_check_fault is None
 
     def joules(self) -> float:
-        if self.source == NVML_COUNTER:
+        if self.counted:
             return (self.banked_mj + self.last_mj - self.base_mj) / 1000
+        return self.sampled_j
+
+    def cross_check_j(self) -> float | None:
+        """Sampled power integrated beside the counter; None off the counter path or after a
+        cross-check fault."""
+        if not self.counted or self.cross_check_fault is not None:
+            return None
         return self.sampled_j
 
     def describe(self) -> dict[str, Any]:
         return {
             "requested": list(self.requested),
+            "label": self.label,
             "index": self.index,
             "uuid": self.uuid,
             "name": self.name,
             "power_limit_w": self.power_limit_w,
             "source": self.source,
             "counter_error": self.counter_error,
+            "period_s": self.period_s,
+            "period_basis": self.period_basis,
+            "cross_check_fault": self.cross_check_fault,
         }
+
+
+def handle_by_uuid(nv: Any, uuid: str) -> tuple[Any, int | None]:
+    """The handle of the device with this UUID, or with the one UUID it is a prefix of (as
+    ``CUDA_VISIBLE_DEVICES`` allows), and its NVML index where the search found it."""
+    try:
+        return nv.nvmlDeviceGetHandleByUUID(uuid), None
+    except Exception as exact_error:
+        matches = []
+        for i in range(try_call(nv.nvmlDeviceGetCount) or 0):
+            handle = try_call(nv.nvmlDeviceGetHandleByIndex, i)
+            other = None if handle is None else nvml_text(try_call(nv.nvmlDeviceGetUUID, handle))
+            if other is not None and other.startswith(uuid):
+                matches.append((handle, i))
+        if len(matches) == 1:
+            return matches[0]
+        raise exact_error
 
 
 def normalise_spec(spec: Any) -> DeviceSpec:

@@ -23,7 +23,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from greenbench import data, environment
 from greenbench.energy.callback import EnergyCallback
 from greenbench.energy.carbon import resolve_intensity
+from greenbench.energy.monitor import MIN_WINDOW_PERIODS
 from greenbench.models import build_model
+from greenbench.point import generation
 from greenbench.point.curve import QualityCurve, best_point, energy_to_quality
 from greenbench.point.flops import StepFlops
 from greenbench.point.images import grid_png
@@ -43,6 +45,7 @@ from greenbench.records import (
 )
 
 SAMPLE_GRID = 64  # of the final evaluation's samples, saved as samples/<run_id>.png
+GENERATE_DEFAULTS = {"num_images": 1000, "batch_size": 64}  # the sweep's generate section
 
 
 def run_point(spec: RunSpec) -> PointResult:
@@ -91,6 +94,7 @@ def _run(spec: RunSpec, result: PointResult, codecarbon_dir: str) -> tuple[str, 
     timings["extractor_s"] = _since(started)
 
     started = time.perf_counter()
+    generated: dict[str, Any] | None = None
     try:
         trainer.fit(model, loader)
         timings["train_s"] = _since(started)
@@ -113,10 +117,16 @@ def _run(spec: RunSpec, result: PointResult, codecarbon_dir: str) -> tuple[str, 
         result.files[f"samples/{spec.run_id}.png"] = grid_png(scorer.samples[:SAMPLE_GRID])
         record["quality"] = _quality(final, curve, extractor, withheld, config)
         record["quality_curve"] = curve.record()
+        settings = {**GENERATE_DEFAULTS, **spec.generate}
+        if settings["num_images"] and hasattr(model, "sample"):
+            generated = generation.generate(model, trainer, energy, **settings)
         return OK, None
     finally:
         if energy.monitor is not None:  # fit started: whatever it measured is kept
             record["energy"], record["carbon"] = energy.result(), energy.carbon()
+            if generated is not None:
+                record["generation"] = generation.summarise(
+                    generated, record["energy"]["windows"]["generate"])
             for kind, path in energy.codecarbon_csv_files().items():
                 suffix = "" if kind == "run" else f".{kind}"
                 result.files[f"codecarbon/{spec.run_id}{suffix}.csv"] = path.read_bytes()
@@ -194,8 +204,16 @@ def _training_data(
 
 
 def _energy_callback(spec: RunSpec, codecarbon_dir: str) -> EnergyCallback:
+    energy = spec.energy
     return EnergyCallback(
-        **spec.energy,
+        idle_seconds=energy["idle_seconds"],
+        warmup_steps=energy["warmup_steps"],
+        sample_hz=energy["sample_hz"],
+        min_window_periods=energy.get("min_window_periods", MIN_WINDOW_PERIODS),
+        cooldown_s=energy.get("cooldown_s", 0.0),
+        # set by the executor: the sweep's first temperature, its latest idle baseline here
+        reference_temperature_c=energy.get("reference_temperature_c"),
+        baseline=energy.get("baseline"),
         carbon=resolve_intensity(**spec.carbon),
         codecarbon_dir=codecarbon_dir,
         project_name=f"greenbench {spec.sweep} {spec.run_id}",
