@@ -59,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("run_dirs", nargs="*", type=Path, metavar="RUN_DIR",
                         help="sweep folders (default: the most recently modified under runs/)")
-    report.add_argument("--out", type=Path, help="output folder (default: reports/<sweep>/)")
+    report.add_argument("--out", type=Path, help="output folder (default: report/ in the first "
+                        "sweep folder, runs/<name>/report/)")
     report.add_argument("--baseline", metavar="KEY=VALUE,...",
                         help="the configuration savings are measured against "
                         "(default: precision=32-true,width=1,data_fraction=1)")
@@ -95,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from greenbench.store import SweepStore
     from greenbench.sweep.executors import make_executor
     from greenbench.sweep.progress import SweepProgress
     from greenbench.sweep.runner import plan, run_sweep
@@ -109,17 +111,24 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         points = plan(sweep, args.force)
         waiting = {spec.run_id for spec in points.to_run}
-        for spec in points.specs:
-            state = "to run" if spec.run_id in waiting else points.records[spec.run_id]["status"]
-            print(f"{spec.run_id}  {state:<9} {spec.label}")
-        print(f"{len(points.specs)} points, {len(points.to_run)} to run; "
-              f"results in {sweep.directory}")
+        try:
+            for spec in points.specs:
+                state = ("to run" if spec.run_id in waiting
+                         else points.records[spec.run_id]["status"])
+                print(f"{spec.run_id}  {state:<9} {spec.label}")
+            print(f"{len(points.specs)} points, {len(points.to_run)} to run; "
+                  f"results in {sweep.directory}")
+            sys.stdout.flush()
+        except BrokenPipeError:  # `... --dry-run | head`: the reader has read what it wanted
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
         return EXIT_OK
 
     progress = SweepProgress()
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops as cleanly as Ctrl-C
     try:
-        executor = make_executor(executor_settings)
+        executor = make_executor(executor_settings, SweepStore(sweep.directory).scratch_dir)
         outcome = run_sweep(sweep, executor, progress, force=args.force)
     except KeyboardInterrupt:
         progress.note(f"interrupted; finished points are stored in {sweep.directory}. "
@@ -141,9 +150,13 @@ def _report(args: argparse.Namespace) -> int:
         baseline = tables.parse_baseline(args.baseline, list(CONFIGURATION_KEYS))
     except ValueError as error:
         raise UserError(f"--baseline: {error}") from None
+    records = results.read_records(folders)  # a warning on stderr for each file skipped
+    where = ", ".join(str(folder) for folder in folders)
+    print(f"read {len(records)} record{'s' if len(records) != 1 else ''} from {where}",
+          flush=True)
     out_dir = args.out or builder.default_out_dir(folders)
     try:
-        written = builder.build(folders, out_dir, baseline)
+        written = builder.build(folders, out_dir, baseline, records)
     except OSError as error:
         raise UserError(f"{out_dir}: cannot write the report ({error.strerror})") from None
     print(f"wrote {len(written)} files to {out_dir}: open {out_dir / 'report.html'}, "

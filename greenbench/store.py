@@ -7,7 +7,11 @@
         records/<run_id>.json   one record per point of the sweep; nothing else lives here
         samples/<run_id>.png    a grid of the point's generated samples
         logs/<run_id>.log       everything the point's process printed
-        .tmp/                   files being written, renamed into place once complete
+        .tmp/                   files being written, renamed into place once complete, and
+                                the running points' handoff folders (.tmp/points/); cleared
+                                when the next run opens the folder
+        .tmp/pending/<run_id>/  a finished point's result that could not be stored (disk
+                                full, folder read-only); the next run stores it, no retraining
         .lock                   held by the `greenbench run` using the folder
 
 A file appears under its final name only once it is complete and on disk (written to ``.tmp/``,
@@ -26,11 +30,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from greenbench.errors import UserError
 from greenbench.files import atomic_write
 from greenbench.records import schema_problem
+from greenbench.yamlfile import load_yaml
 
 try:
     import fcntl
@@ -45,6 +48,8 @@ class SweepStore:
         self.directory = Path(directory)
         self.records_dir = self.directory / "records"
         self._tmp_dir = self.directory / ".tmp"
+        self.scratch_dir = self._tmp_dir / "points"  # where point processes hand results back
+        self._pending_dir = self._tmp_dir / "pending"
 
     @contextmanager
     def open_for_writing(self) -> Iterator[SweepStore]:
@@ -63,7 +68,7 @@ class SweepStore:
                     raise UserError(
                         f"{self.directory}: another greenbench run is writing to this folder"
                     ) from None
-            _clear(self._tmp_dir)  # leftovers of a run that was killed mid-write
+            _clear(self._tmp_dir, keep=self._pending_dir)  # leftovers of a killed run
             yield self
 
     def read_records(self) -> tuple[dict[str, dict[str, Any]], list[tuple[Path, str]]]:
@@ -88,12 +93,48 @@ class SweepStore:
 
     def description(self) -> tuple[str, str]:
         """(name, description) from the folder's resolved ``sweep.yaml``."""
-        try:
-            content = yaml.safe_load((self.directory / "sweep.yaml").read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
+        try:  # the loader's limits (size, aliases, depth) hold here too
+            content = load_yaml(self.directory / "sweep.yaml")
+        except UserError:
             content = None
         content = content if isinstance(content, dict) else {}
-        return str(content.get("name", self.directory.name)), str(content.get("description", ""))
+        name, description = content.get("name"), content.get("description")
+        return (name if isinstance(name, str) else self.directory.name,
+                description if isinstance(description, str) else "")
+
+    def write_result(self, run_id: str, record: str, files: dict[str, bytes]) -> None:
+        """Store a point: its files first, its record last, so that a record's presence means
+        its point is complete. ``files`` are keyed ``<folder>/<name>``."""
+        for relative, content in files.items():
+            folder, name = relative.split("/", 1)
+            self.write_file(folder, name, content)
+        self.write_record(run_id, record)
+
+    def keep_pending(self, run_id: str, record: str, files: dict[str, bytes]) -> Path:
+        """Set a result aside under ``.tmp/pending/<run_id>/`` when it cannot be stored; the
+        next run stores it (``store_pending``). Raises OSError when even that fails."""
+        folder = self._pending_dir / run_id
+        for relative, content in files.items():
+            target = folder / "files" / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+        atomic_write(folder / "record.json", record.encode(), folder)
+        return folder
+
+    def store_pending(self) -> list[str]:
+        """Store the results a previous run set aside; returns their run_ids."""
+        stored = []
+        for folder in sorted(self._pending_dir.glob("*/")):
+            record = folder / "record.json"
+            if not record.is_file():  # set aside only in part: the point runs again
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
+            files = {path.relative_to(folder / "files").as_posix(): path.read_bytes()
+                     for path in sorted((folder / "files").rglob("*")) if path.is_file()}
+            self.write_result(folder.name, record.read_text(encoding="utf-8"), files)
+            shutil.rmtree(folder, ignore_errors=True)
+            stored.append(folder.name)
+        return stored
 
     def write_record(self, run_id: str, content: str) -> Path:
         """Write a serialised record as ``records/<run_id>.json``."""
@@ -136,8 +177,10 @@ def _latest_sweep(output_dir: Path) -> Path:
     return max(candidates, key=lambda folder: (folder / "records").stat().st_mtime)
 
 
-def _clear(folder: Path) -> None:
+def _clear(folder: Path, keep: Path | None = None) -> None:
     for entry in folder.iterdir():
+        if entry == keep:
+            continue
         if entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)
         else:

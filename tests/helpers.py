@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from greenbench.point.child import PROCESS_NAME
 from greenbench.records import RunSpec, run_id
 
 # Small enough that a point trains in well under a second on a 2-core CPU.
@@ -36,12 +37,14 @@ TINY = {
 # A short idle baseline and warm-up keep the energy windows of a tiny point non-empty and fast.
 TINY_ENERGY = {"idle_seconds": 0.3, "warmup_steps": 2, "sample_hz": 10.0}
 WORLD_AVERAGE = {"country_iso_code": None, "intensity_g_per_kwh": None, "pue": 1.0}
+TINY_GENERATE = {"num_images": 64, "batch_size": 32}  # two batches: the window, not its length
 
 
 def tiny_spec(root: str | None = None, **overrides: Any) -> RunSpec:
     """A resolved run spec for one tiny point; ``overrides`` replace config fields."""
     config = {"model": "gan", "precision": "32-true", "lr": 2e-4, **TINY, **overrides}
-    return RunSpec(run_id(config), "test", config, root, TINY_ENERGY, WORLD_AVERAGE)
+    return RunSpec(run_id(config), "test", config, root, TINY_ENERGY, WORLD_AVERAGE,
+                   TINY_GENERATE)
 
 
 TINY_SWEEP = """\
@@ -50,6 +53,7 @@ dataset: {name: digits, image_size: 8}
 train: {steps: 4}
 eval: {num_samples: 200, importance_samples: 4}
 energy: {idle_seconds: 0.3, warmup_steps: 2}
+generate: {num_images: 64, batch_size: 32}
 width: 0.25
 latent_dim: 8
 batch_size: 32
@@ -154,19 +158,20 @@ def write_idx_dataset(root: Path, name: str, gzipped: bool = False) -> dict[str,
 
 # --------------------------------------------------------------------------- processes
 
+POINT_PROCESS_NAME = PROCESS_NAME.decode()
+
 
 def children_of(pid: int) -> list[int]:
-    """The point processes (``python -m greenbench.point.child``) that ``pid`` started; not any
-    other short-lived child such as ``git``."""
+    """The point processes that ``pid`` started, directly (a cold start) or through its fork
+    server (a warm start): its descendants named ``gb-point``; never another run's."""
     found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for child in sorted(descendants(pid)):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            command = (stat.parent / "cmdline").read_bytes().split(b"\0")
+            name = Path(f"/proc/{child}/comm").read_text().strip()
         except OSError:
             continue
-        if int(fields[1]) == pid and b"greenbench.point.child" in command:
-            found.append(int(stat.parent.name))
+        if name == POINT_PROCESS_NAME:
+            found.append(child)
     return found
 
 

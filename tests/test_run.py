@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from greenbench.records import SCHEMA
+from greenbench.sweep.schema import expand, load_sweep
 from tests.helpers import (
     TRAIN_COUNT,
     alive,
@@ -166,10 +167,11 @@ def start_sweep() -> Iterator[Callable[[Path], subprocess.Popen]]:
     (the sweep, and any point process it started) is killed when the test ends."""
     started: list[subprocess.Popen] = []
 
-    def start(cwd: Path) -> subprocess.Popen:
+    def start(cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
         process = subprocess.Popen(
             [sys.executable, "-m", "greenbench", "run", "sweep.yaml"],
             cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=None if env is None else {**os.environ, **env},
         )
         started.append(process)
         return process
@@ -220,7 +222,7 @@ def test_kill_9_leaves_complete_records_and_the_next_run_resumes(
     sweep.send_signal(signal.SIGKILL)
     sweep.communicate(timeout=30)
 
-    wait_for(lambda: not alive(child), timeout=10)  # the orphaned point stops by itself
+    wait_for(lambda: not alive(child), timeout=5)  # the orphaned point stops by itself
     survivors = snapshot(records_dir)
     assert 1 <= len(survivors) < 4
     for name, (_, content) in survivors.items():
@@ -235,6 +237,54 @@ def test_kill_9_leaves_complete_records_and_the_next_run_resumes(
     assert {name: after[name] for name in survivors} == survivors  # finished points not re-run
     assert all(json.loads(content)["status"] == "ok" for _, content in after.values())
     assert not list((tmp_path / "runs" / "tiny" / ".tmp").iterdir())
+
+
+@pytest.mark.parametrize("start", ["warm", "cold"])
+def test_kill_9_during_a_point_start_up_leaves_no_orphan_and_no_temporary_files(
+    tmp_path: Path, start_sweep: Callable[[Path], subprocess.Popen], start: str
+) -> None:
+    # The point's process (or the fork server it comes from) is killed with its parent before
+    # it has imported torch: it must not go on to train the point beside the resumed run's own.
+    write_sweep(tmp_path, f"executor: {{start: {start}}}\n")
+    scratch = tmp_path / "tmpdir"
+    scratch.mkdir()
+    sweep = start_sweep(tmp_path, env={"TMPDIR": str(scratch)})
+    points: list[int] = []
+
+    def point_started() -> bool:
+        points[:] = children_of(sweep.pid)
+        return bool(points)
+
+    wait_for(point_started, timeout=60)
+    sweep.send_signal(signal.SIGKILL)
+    sweep.communicate(timeout=30)
+    wait_for(lambda: not alive(points[0]), timeout=5)
+    assert not (tmp_path / "runs" / "tiny" / "records").exists() or not list(
+        (tmp_path / "runs" / "tiny" / "records").iterdir())
+
+    resumed = greenbench("run", "sweep.yaml", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(read_records(tmp_path / "runs" / "tiny")) == 1
+    assert not list((tmp_path / "runs" / "tiny" / ".tmp").iterdir())
+    assert not list(scratch.iterdir())  # nothing of the killed run's left in $TMPDIR
+
+
+def test_a_file_in_records_that_is_not_a_record_is_run_again_and_replaced(
+    tmp_path: Path,
+) -> None:
+    # Once a KeyError: 'status' that no resume could get past; every other kind of stranger is
+    # covered by the store's own tests (tests/test_store.py).
+    write_sweep(tmp_path)
+    (run_id,) = [spec.run_id for spec in expand(load_sweep(tmp_path / "sweep.yaml"))]
+    records = tmp_path / "runs" / "tiny" / "records"
+    records.mkdir(parents=True)
+    (records / f"{run_id}.json").write_text(json.dumps({"run_id": run_id}))
+    done = greenbench("run", "sweep.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "no schema field" in done.stderr
+    assert "its point runs again and replaces it" in done.stderr
+    assert read_records(tmp_path / "runs" / "tiny")[run_id]["status"] == "ok"
 
 
 def test_ctrl_c_stops_the_point_and_says_how_to_resume(

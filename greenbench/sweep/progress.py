@@ -16,9 +16,9 @@ from greenbench.records import RunSpec
 
 
 class SweepProgress:
-    def __init__(self, stream: TextIO = sys.stderr):
-        self.stream = stream
-        self.live = stream.isatty()
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = stream if stream is not None else sys.stderr
+        self.live = self.stream.isatty()
         self.total = 0
         self.done = 0
         self._started = 0.0

@@ -9,10 +9,12 @@ point is complete). A point recorded ``ok``, ``skipped`` or ``diverged`` is not 
 from __future__ import annotations
 
 from collections import Counter
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from greenbench.errors import UserError
 from greenbench.records import FAILED, FINAL, PointResult, RunSpec, to_json
 from greenbench.store import SweepStore
 from greenbench.sweep.executors import Executor
@@ -54,10 +56,19 @@ def plan(sweep: Sweep, force: bool = False) -> Plan:
 def run_sweep(
     sweep: Sweep, executor: Executor, progress: SweepProgress, force: bool = False
 ) -> SweepOutcome:
-    """Run every point of ``sweep`` that is not recorded yet; returns each point's status."""
+    """Run every point of ``sweep`` that is not recorded yet; returns each point's status.
+
+    A result that cannot be stored (disk full, a folder made read-only) is set aside in the
+    folder's ``.tmp/pending/`` where possible, and the run stops with a ``UserError`` naming the
+    path and the cause; the next run stores what was set aside instead of training it again.
+    """
     store = SweepStore(sweep.directory)
     with store.open_for_writing():
-        store.write_sweep(sweep.resolved_yaml())
+        with _storing(store.directory):
+            store.write_sweep(sweep.resolved_yaml())
+            kept = store.store_pending()
+        if kept:
+            progress.note(f"stored {len(kept)} finished point(s) an earlier run had set aside")
         points = plan(sweep, force)
         for path, why in points.unreadable:
             progress.note(f"warning: {path} is not a record this greenbench reads ({why}); "
@@ -77,8 +88,28 @@ def run_sweep(
 
 
 def _store(store: SweepStore, spec: RunSpec, result: PointResult) -> None:
-    """Files first, the record last: a record's presence means its point is complete."""
-    for relative, content in result.files.items():
-        folder, name = relative.split("/", 1)
-        store.write_file(folder, name, content)
-    store.write_record(spec.run_id, to_json(result.record))
+    record = to_json(result.record)
+    try:
+        store.write_result(spec.run_id, record, result.files)
+    except OSError as error:
+        where = error.filename or store.directory
+        try:
+            kept = store.keep_pending(spec.run_id, record, result.files)
+        except OSError:
+            fate = "the result could not be set aside either: the point runs again next time"
+        else:
+            fate = f"the result is kept in {kept}; the next run stores it without training"
+        raise UserError(f"{where}: cannot store point {spec.run_id} ({_cause(error)}); "
+                        f"{fate}") from None
+
+
+@contextmanager
+def _storing(directory: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as error:
+        raise UserError(f"{error.filename or directory}: cannot write ({_cause(error)})") from None
+
+
+def _cause(error: OSError) -> str:
+    return error.strerror or type(error).__name__

@@ -9,6 +9,7 @@ across a cluster. ``make_executor`` picks one from the sweep's ``executor`` sect
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Protocol
 
 from greenbench.errors import UserError
@@ -28,10 +29,11 @@ class Executor(Protocol):
     ) -> Iterator[tuple[RunSpec, PointResult]]: ...
 
 
-def make_executor(settings: ExecutorSection) -> Executor:
-    """The executor a sweep asks for: local, or Ray when the ``ray`` extra is installed."""
+def make_executor(settings: ExecutorSection, scratch_dir: Path | None = None) -> Executor:
+    """The executor a sweep asks for: local, or Ray when the ``ray`` extra is installed.
+    ``scratch_dir`` holds the local executor's handoff folders (the store's ``scratch_dir``)."""
     if settings.kind == "local":
-        return LocalExecutor()
+        return LocalExecutor(scratch_dir=scratch_dir, warm=settings.start == "warm")
     try:
         from greenbench.sweep.executors.ray import RayExecutor
     except ImportError as error:

@@ -69,7 +69,7 @@ def run_point_task(spec: dict[str, Any], occupancy: Any) -> tuple[dict[str, Any]
     node = socket.gethostname()
     ray.get(occupancy.enter.remote(node, point.run_id))
     try:
-        result = LocalExecutor().run(point)
+        result = LocalExecutor(warm=False).run(point)  # one point per fresh worker: no server
     finally:
         concurrency = ray.get(occupancy.leave.remote(node, point.run_id))
     attribute(result.record, node, concurrency)
