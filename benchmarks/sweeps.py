@@ -24,10 +24,13 @@ from greenbench import environment
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(sweep_file: Path) -> tuple[float, list[dict]]:
-    """Run ``sweep_file`` in a temporary output folder; (wall seconds, records by config)."""
+def run(sweep_file: Path, overrides: dict | None = None) -> tuple[float, list[dict]]:
+    """Run ``sweep_file`` in a temporary output folder, with ``overrides`` merged into its
+    sections (``{"energy": {"idle_every_s": 0}}``); (wall seconds, records by config)."""
     with tempfile.TemporaryDirectory(prefix="greenbench-bench-") as tmp:
         sweep = yaml.safe_load(sweep_file.read_text())
+        for section, values in (overrides or {}).items():
+            sweep[section] = {**sweep.get(section, {}), **values}
         sweep["output_dir"] = tmp
         copy = Path(tmp) / sweep_file.name
         copy.write_text(yaml.safe_dump(sweep, sort_keys=False))
@@ -44,13 +47,28 @@ def run(sweep_file: Path) -> tuple[float, list[dict]]:
 
 
 def training_j(record: dict) -> float:
-    windows = record["energy"]["windows"]
-    return windows["warmup"]["total_j"] + windows["train"]["total_j"]
+    """Training energy: the fit window, warm-up plus train."""
+    return record["energy"]["windows"]["fit"]["total_j"]
 
 
 def training_s(record: dict) -> float:
+    return record["energy"]["windows"]["fit"]["duration_s"]
+
+
+MEASURED_WINDOWS = ("warmup", "train", "eval", "generate")
+
+
+def measured_s(record: dict) -> float:
+    """Seconds of measured work: the warm-up, train, eval and generate windows (idle is a
+    baseline, not work)."""
     windows = record["energy"]["windows"]
-    return windows["warmup"]["duration_s"] + windows["train"]["duration_s"]
+    return sum(windows[name]["duration_s"] for name in MEASURED_WINDOWS if name in windows)
+
+
+def overhead_s(record: dict) -> float:
+    """What a point's process spends outside its measured windows (an idle baseline taken in
+    the point counts as overhead): process wall time, as the parent sees it, minus the work."""
+    return record["timings"]["process_s"] - measured_s(record)
 
 
 def eval_share(record: dict) -> float:
