@@ -34,11 +34,11 @@ def atomic_write(target: Path, content: bytes, tmp_dir: Path | None = None) -> N
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_directory(target.parent)
+    fsync_directory(target.parent)
 
 
-def _fsync_directory(directory: Path) -> None:
-    # The rename itself must reach the disk, or a power cut can lose a finished file.
+def fsync_directory(directory: Path) -> None:
+    """Make a rename into ``directory`` reach the disk, or a power cut can lose the file."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:  # pragma: no cover - directories cannot be opened on some systems

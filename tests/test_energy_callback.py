@@ -243,3 +243,47 @@ def test_validate_after_fit_is_measured_as_eval(workdir: Path) -> None:
     assert windows["eval"]["duration_s"] > 0 and windows["eval"]["total_j"] > 0
     with pytest.warns(UserWarning, match=r"trainer.validate\(\) is not measured"):
         fit.validate(model, loader(batches=2), verbose=False)  # result() closed the measurement
+
+
+class CoolingGpu(Meter):
+    """A GPU meter whose temperature falls by 3 degrees each time it is read."""
+
+    components = ("gpu",)
+
+    def __init__(self, temperatures: list[float]) -> None:
+        self.temperatures_c = list(temperatures)
+
+    def start(self) -> None:
+        pass
+
+    def read(self) -> dict[str, Reading]:
+        return {"gpu": Reading(0.0, "nvml_energy_counter")}
+
+    def stop(self) -> None:
+        pass
+
+    def temperatures(self) -> dict[str, float]:
+        now = self.temperatures_c.pop(0) if len(self.temperatures_c) > 1 else self.temperatures_c[0]
+        return {"cuda:0": now}
+
+
+def test_cool_down_waits_for_the_gpu_to_reach_the_sweep_start_temperature(
+    workdir: Path,
+) -> None:
+    gpu = CoolingGpu([52.0, 49.0, 46.0, 43.0, 40.0])
+    energy = EnergyCallback(idle_seconds=0, warmup_steps=1, meters=[gpu], cooldown_s=30,
+                            reference_temperature_c=40.0)
+    trainer([energy]).fit(Regressor(), loader(batches=3))
+    cooldown = energy.result()["cooldown"]
+    assert cooldown["reached"] is True and cooldown["start_c"] == 52.0
+    assert cooldown["end_c"] == 43.0 and cooldown["reference_c"] == 40.0  # within 3 degrees
+    assert 1.0 <= cooldown["waited_s"] < 10
+
+
+def test_cool_down_gives_up_after_cooldown_s_and_says_so(workdir: Path) -> None:
+    energy = EnergyCallback(idle_seconds=0, warmup_steps=1, meters=[CoolingGpu([80.0])],
+                            cooldown_s=1.0, reference_temperature_c=40.0)
+    trainer([energy]).fit(Regressor(), loader(batches=3))
+    cooldown = energy.result()["cooldown"]
+    assert cooldown["reached"] is False and cooldown["end_c"] == 80.0
+    assert 1.0 <= cooldown["waited_s"] < 3

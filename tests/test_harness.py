@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import socket
 
 import numpy as np
@@ -180,3 +181,27 @@ def test_carbon_from_a_country_uses_codecarbons_offline_table() -> None:
     assert carbon["intensity_g_per_kwh"] == pytest.approx(56.039)
     assert "France" in carbon["intensity_source"]
     assert carbon["gco2"] == pytest.approx(carbon["kwh"] * 1.2 * 56.039)
+
+
+def test_a_point_that_never_leaves_warm_up_has_training_energy_but_no_steady_state() -> None:
+    from greenbench import results
+    from greenbench.report import notes, tables
+
+    spec = tiny_spec(steps=4)
+    spec = RunSpec(spec.run_id, spec.sweep, spec.config, None,
+                   {**spec.energy, "warmup_steps": 10}, spec.carbon, spec.generate)
+    record = run_point(spec).record
+    assert record["status"] == "ok", record["reason"]
+    windows = record["energy"]["windows"]
+    assert windows["train"]["total_j"] is None and windows["train"]["j_per_1k_samples"] is None
+    assert "ended in warm-up" in windows["train"]["reason"]
+    assert windows["fit"]["total_j"] > 0 and windows["fit"]["samples"] == 4 * 32
+    assert any("never left warm-up" in w for w in record["energy"]["warnings"])
+
+    frame = results.frame([record])
+    assert frame.loc[0, "energy_fit_j"] > 0 and bool(frame.loc[0, "warmup_only"])
+    assert math.isnan(frame.loc[0, "energy_train_j"]) and math.isnan(
+        frame.loc[0, "j_per_1k_samples"])
+    summary = tables.summarise(frame)
+    assert summary.loc[0, "energy_fit_j_mean"] == pytest.approx(frame.loc[0, "energy_fit_j"])
+    assert any("never left warm-up" in line for line in notes.notes(frame, summary))

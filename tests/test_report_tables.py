@@ -305,3 +305,23 @@ def test_values_of_the_wrong_type_are_repaired_and_reported() -> None:
         "energy_measured: 1 run (c) holds a value that is neither true nor false, e.g. 'yes'; "
         "treated as missing.",
     ]
+
+
+def test_sampling_energy_stands_beside_quality_and_unreliable_figures_are_marked() -> None:
+    runs = [record("a", train_j=100.0), record("b", precision="bf16-mixed", train_j=60.0)]
+    for run, per_image in zip(runs, (0.002, 0.001), strict=True):
+        run["generation"] = {"images": 1000, "batch_size": 64, "batches": 16, "seconds": 0.5,
+                             "j_per_image": per_image, "images_per_s": 2000.0,
+                             "ms_per_batch": 31.0, "reliable": False}
+        run["energy"]["windows"]["generate"] = {
+            "duration_s": 0.5, "total_j": per_image * 1000, "reliable": False,
+            "reliability_reason": "0.5 s is shorter than 10 periods of CodeCarbonMeter (1 s each)"}
+    frame = results.frame(runs)
+    summary = tables.summarise(frame)
+    quality = builder.quality_table(summary).set_index("configuration")
+    assert quality.loc["gan 32-true w=1 f=1", "sampling J per 1k images"] == "2 *"
+    assert quality.loc["gan bf16-mixed w=1 f=1", "sampling J per 1k images"] == "1 *"
+    assert "KID" in quality and "training energy (J)" in quality
+    (line,) = [n for n in notes.notes(frame, summary) if n.startswith("Figures marked *")]
+    assert "the generate window of 2 runs in 2 configurations" in line
+    assert "shorter than 10 periods of CodeCarbonMeter" in line

@@ -30,16 +30,6 @@ from greenbench.errors import UserError
 if TYPE_CHECKING:
     import torch
 
-__all__ = [
-    "DATASETS",
-    "DEFAULT_IMAGE_SIZE",
-    "DatasetInfo",
-    "ImageData",
-    "fraction_indices",
-    "inspect_dataset",
-    "load_dataset",
-    "subset_size",
-]
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
 DEFAULT_IMAGE_SIZE = {"digits": 16, "mnist": 28, "fashion-mnist": 28, "cifar10": 32}

@@ -27,7 +27,7 @@ import pandas as pd
 
 from greenbench import __version__, environment, results
 from greenbench.errors import UserError
-from greenbench.files import FILE_MODE, atomic_write
+from greenbench.files import FILE_MODE, atomic_write, fsync_directory
 from greenbench.records import NOT_OK, OK, last_line
 from greenbench.report import notes, plots, tables
 from greenbench.report.render import ReportContent, html, markdown
@@ -173,14 +173,7 @@ def _replace(staging: Path, target: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(staging, target)
-    try:  # the rename itself must reach the disk
-        fd = os.open(target.parent, os.O_RDONLY)
-    except OSError:  # pragma: no cover - folders cannot be opened on some systems
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_directory(target.parent)
 
 
 def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
