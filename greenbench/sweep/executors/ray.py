@@ -47,33 +47,39 @@ class Occupancy:
 
     def __init__(self) -> None:
         self.active: dict[str, dict[str, int]] = {}  # node -> run_id -> most seen together
+        self.finished: dict[str, int] = {}  # run_id -> most seen together, once it left
 
-    def enter(self, node: str, run_id: str) -> int:
+    def enter(self, node: str, run_id: str) -> None:
         points = self.active.setdefault(node, {})
         points[run_id] = 0  # a retry of the same point replaces its dead attempt
         for key in points:
             points[key] = max(points[key], len(points))
-        return len(points)
 
-    def leave(self, node: str, run_id: str) -> int:
-        return self.active.get(node, {}).pop(run_id, 1) or 1
+    def leave(self, node: str, run_id: str) -> None:
+        self.finished[run_id] = self.active.get(node, {}).pop(run_id, 1) or 1
 
-    def forget(self, run_id: str) -> None:
+    def concurrency(self, run_id: str) -> int:
+        """The most points that shared the node while ``run_id`` ran; forgets the point."""
         for points in self.active.values():
-            points.pop(run_id, None)
+            if run_id in points:
+                return points.pop(run_id) or 1
+        return self.finished.pop(run_id, 1)
 
 
-def run_point_task(spec: dict[str, Any], occupancy: Any) -> tuple[dict[str, Any], dict]:
-    """The body of a point's Ray task: the local executor's point process, on this node."""
+def run_point_task(spec: dict[str, Any], occupancy: Any) -> tuple[dict[str, Any], dict, str]:
+    """The body of a point's Ray task: the local executor's point process, on this node.
+
+    The task never waits on the occupancy actor: Ray lends a task's CPUs to other tasks while
+    it blocks in ``ray.get``, which would let more points onto the node than it has CPUs for.
+    The driver asks the actor for the count once the task is done."""
     point = RunSpec.from_dict(spec)
     node = socket.gethostname()
-    ray.get(occupancy.enter.remote(node, point.run_id))
+    occupancy.enter.remote(node, point.run_id)
     try:
         result = LocalExecutor(warm=False).run(point)  # one point per fresh worker: no server
     finally:
-        concurrency = ray.get(occupancy.leave.remote(node, point.run_id))
-    attribute(result.record, node, concurrency)
-    return result.record, result.files
+        occupancy.leave.remote(node, point.run_id)
+    return result.record, result.files, node
 
 
 def attribute(record: dict[str, Any], node: str, concurrency: int) -> None:
@@ -118,8 +124,7 @@ class RayExecutor:
                     progress.refresh()
                     continue
                 spec = pending.pop(done[0])
-                yield spec, self._collect(done[0], spec)
-                occupancy.forget.remote(spec.run_id)
+                yield spec, self._collect(done[0], spec, occupancy)
         finally:
             for ref in pending:  # interrupted: stop what is still queued or running
                 ray.cancel(ref, force=True)
@@ -152,10 +157,11 @@ class RayExecutor:
         return {"num_gpus": gpus, "num_cpus": cpus}
 
     @staticmethod
-    def _collect(ref: Any, spec: RunSpec) -> PointResult:
+    def _collect(ref: Any, spec: RunSpec, occupancy: Any) -> PointResult:
         try:
-            record, files = ray.get(ref)
+            record, files, node = ray.get(ref)
         except ray.exceptions.RayError as error:
+            ray.get(occupancy.concurrency.remote(spec.run_id))  # forget the dead attempt
             lines = [line for line in str(error).splitlines() if line.strip()]
             why = lines[0] if lines else type(error).__name__
             record = failed_record(spec, f"the point's Ray task failed, retried once: "
@@ -163,4 +169,5 @@ class RayExecutor:
                                    environment.describe())
             record.update(executor="ray", node=None, node_concurrency=None)
             return PointResult(record)
+        attribute(record, node, ray.get(occupancy.concurrency.remote(spec.run_id)))
         return PointResult(record, files)
