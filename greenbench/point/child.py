@@ -1,6 +1,6 @@
 """The point process: ``python -m greenbench.point.child HANDOFF_DIR PARENT_PID`` (a cold start),
-or ``forked(...)`` in a process forked from a warm fork server (``warm``), which has imported
-torch, Lightning and greenbench once for the whole sweep.
+or ``forked(...)`` in a process forked from the sweep's fork server (``server``), which has
+imported torch, Lightning and greenbench once for the whole sweep.
 
 The parent writes ``spec.json`` into HANDOFF_DIR and waits. The child runs the point and leaves
 ``record.json`` (renamed into place once complete) and the point's files under ``files/``, which
