@@ -56,6 +56,9 @@ CONFIGURATION_KEYS = tuple(key for key in CONFIG_KEYS if key not in RUN_KEYS)
 CURVE_KEYS = ("kid", "fid", "nll_nats")
 CURVE_FIELDS = ("epoch", "step", "train_j", *CURVE_KEYS)
 
+# What a generative point samples after training, unless its sweep says otherwise.
+GENERATE_DEFAULTS = {"num_images": 1000, "batch_size": 64}
+
 # Direction of each sample-quality score: True when a higher value is better.
 HIGHER_IS_BETTER: dict[str, bool] = {
     "kid": False,

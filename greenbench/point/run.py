@@ -35,6 +35,7 @@ from greenbench.quality.extractor import ACCURACY_FLOOR, Extractor, load_or_buil
 from greenbench.records import (
     DIVERGED,
     FAILED,
+    GENERATE_DEFAULTS,
     OK,
     SKIPPED,
     PointResult,
@@ -45,7 +46,6 @@ from greenbench.records import (
 )
 
 SAMPLE_GRID = 64  # of the final evaluation's samples, saved as samples/<run_id>.png
-GENERATE_DEFAULTS = {"num_images": 1000, "batch_size": 64}  # the sweep's generate section
 
 
 def run_point(spec: RunSpec) -> PointResult:

@@ -29,7 +29,7 @@ from pydantic import Field, field_validator, model_validator
 from greenbench import data, models
 from greenbench.energy.carbon import resolve_intensity
 from greenbench.errors import UserError
-from greenbench.records import RunSpec, run_id
+from greenbench.records import GENERATE_DEFAULTS, RunSpec, run_id
 from greenbench.yamlfile import StrictModel, load_yaml, number, validate
 
 PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
@@ -107,8 +107,8 @@ class GenerateSection(StrictModel):
     """Sampling energy: what each generative point generates after training in its generate
     window; not part of a point's run_id. ``num_images: 0`` measures no generation."""
 
-    num_images: number(int, ge=0, le=1_000_000) = 1000
-    batch_size: number(int, ge=1, le=65536) = 64
+    num_images: number(int, ge=0, le=1_000_000) = GENERATE_DEFAULTS["num_images"]
+    batch_size: number(int, ge=1, le=65536) = GENERATE_DEFAULTS["batch_size"]
 
 
 class CarbonSection(StrictModel):
