@@ -6,11 +6,14 @@ Each of those stages imports its vocabulary from here, so a name means one thing
 
 Every record has the same top-level keys, in this order::
 
-    schema, run_id, status, reason, sweep, config, data, timings, train, flops_per_step,
+    schema, run_id, status, reason, sweep, config, model, data, timings, train, flops_per_step,
     energy, carbon, quality, quality_curve, generation, executor, node, node_concurrency,
     environment, created_at
 
-``status`` is one of ``STATUSES``; ``reason`` says why when it is not ``ok``. Units live in key
+``status`` is one of ``STATUSES``; ``reason`` says why when it is not ``ok``. ``model`` is the
+class trained (``class_path``, the ``init_args`` it was built with, ``source_sha256`` of its
+file), ``data`` the data it trained on (a data module's class likewise, the ``subset`` drawn
+for ``data_fraction`` and its ``train_items``). Units live in key
 names (``train_s``, ``samples_seen``, ``total_j``). ``energy`` holds the windows measured by the
 ``EnergyCallback`` (every figure with its source), ``carbon`` the grams of CO2 of the ``total``
 window with the intensity used, ``quality`` the sample-quality scores at the end and at the best
@@ -52,6 +55,19 @@ TEXT_CONFIG_KEYS = ("model", "dataset", "precision")  # the config fields that a
 RUN_KEYS = ("seed", "repeat")
 CONFIGURATION_KEYS = tuple(key for key in CONFIG_KEYS if key not in RUN_KEYS)
 
+# A sweep over a user's classes adds these config fields (hashed into run_id like the rest):
+# the init args of the model and data classes as the grid set them (before ``width`` scales
+# ``width_arg``), and what quality is: a metric the module logs, or one greenbench computes,
+# with its direction. A reference model's config has none of them.
+INIT_ARGS_KEYS = {"model": "model_init_args", "data": "data_init_args"}
+QUALITY_KEY = "quality"
+WIDTH_ARG_KEY = "width_arg"
+# A varied init arg is a column of the results table and a grid axis named like this.
+INIT_ARG_COLUMN = "{section}.init_args.{name}"
+# What quality means for a point whose config does not say: the reference models' KID.
+DEFAULT_QUALITY = {"metric": "kid", "mode": "min"}
+MODES = ("min", "max")
+
 # The scores each point of ``quality_curve`` keeps, besides its epoch, step and train_j.
 CURVE_KEYS = ("kid", "fid", "nll_nats")
 CURVE_FIELDS = ("epoch", "step", "train_j", *CURVE_KEYS)
@@ -75,6 +91,21 @@ HIGHER_IS_BETTER: dict[str, bool] = {
 }
 
 
+def higher_is_better(metric: Any, mode: Any) -> bool | None:
+    """True when a higher value of ``metric`` is better: greenbench's own scores have the
+    direction ``HIGHER_IS_BETTER`` declares, any other metric its ``mode`` (max or min); None
+    when neither says.
+
+    >>> higher_is_better("val_acc", "max"), higher_is_better("kid", None)
+    (True, False)
+    """
+    if metric in HIGHER_IS_BETTER:
+        return HIGHER_IS_BETTER[metric]
+    if mode in MODES:
+        return mode == "max"
+    return None
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One point of a sweep, resolved: everything a point process needs to run it."""
@@ -86,21 +117,27 @@ class RunSpec:
     energy: dict[str, Any] = field(default_factory=dict)  # the sweep's energy; not hashed
     carbon: dict[str, Any] = field(default_factory=dict)  # the sweep's carbon; not hashed
     generate: dict[str, Any] = field(default_factory=dict)  # the sweep's generate; not hashed
+    import_path: str | None = None  # the sweep file's folder, first on sys.path; not hashed
+    varied_init_args: tuple[str, ...] = ()  # the grid's init-arg axes, shown in the label
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, content: dict[str, Any]) -> RunSpec:
-        return cls(**content)
+        return cls(**{**content, "varied_init_args": tuple(content.get("varied_init_args", ()))})
 
     @property
     def label(self) -> str:
         """A short human name: ``gan 32-true w=0.5 f=1 seed=0 #0``."""
         c = self.config
+        init_args = ""
+        for axis in self.varied_init_args:
+            section, _, name = axis.split(".", 2)
+            init_args += f" {name}={c[INIT_ARGS_KEYS[section]][name]}"
         return (
-            f"{c['model']} {c['precision']} w={c['width']:g} f={c['data_fraction']:g} "
-            f"seed={c['seed']} #{c['repeat']}"
+            f"{c['model'].rpartition('.')[2]} {c['precision']} w={c['width']:g} "
+            f"f={c['data_fraction']:g}{init_args} seed={c['seed']} #{c['repeat']}"
         )
 
 
@@ -139,6 +176,7 @@ def new_record(run_id: str, sweep: str, config: dict[str, Any]) -> dict[str, Any
         "reason": None,
         "sweep": sweep,
         "config": dict(config),
+        "model": None,
         "data": None,
         "timings": {},
         "train": None,

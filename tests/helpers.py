@@ -85,11 +85,15 @@ def record(run_id: str, model: str = "gan", precision: str = "32-true", width: f
            seed: int = 0, status: str = "ok", train_j: float | None = 100.0,
            kid: float | None = 0.5, measured: bool = False, extractor: str = "digits-16px-r1-a",
            reason: str | None = None, flops: int | None = None,
-           node_concurrency: int | None = 1) -> dict:
-    """A record shaped like greenbench's, with only what the report reads filled in."""
+           node_concurrency: int | None = 1, config: dict | None = None,
+           quality: dict | None = None, curve: list[dict] | None = None) -> dict:
+    """A record shaped like greenbench's, with only what the report reads filled in.
+    ``config`` adds or replaces config fields (a user's class: ``model_init_args``,
+    ``quality``, ...); ``quality`` adds or replaces keys of an ok run's quality section
+    (``final`` merged into its final scores); ``curve`` is its ``quality_curve``."""
     ok = status == "ok"
     source = "nvml_energy_counter" if measured else "codecarbon_cpu_load_estimate"
-    return {
+    content = {
         "schema": 1, "run_id": run_id, "status": status, "reason": reason, "sweep": "s",
         "config": {"model": model, "dataset": "digits", "image_size": 16,
                    "precision": precision, "width": width, "data_fraction": 1.0,
@@ -107,6 +111,13 @@ def record(run_id: str, model: str = "gan", precision: str = "32-true", width: f
         "executor": "local" if node_concurrency == 1 else "ray", "node": "host",
         "node_concurrency": node_concurrency,
     }
+    content["config"].update(config or {})
+    if quality and ok:
+        final = {**content["quality"]["final"], **quality.get("final", {})}
+        content["quality"].update({**quality, "final": final})
+    if curve is not None:
+        content["quality_curve"] = curve
+    return content
 
 
 # --------------------------------------------------------------------------- IDX files

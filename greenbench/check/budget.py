@@ -13,6 +13,12 @@ different configurations are never pooled into one sample. A ratio's reference i
 configuration that differs only in what ``relative_to`` names (with ``--baseline``: the same
 configuration in the stored results).
 
+A user's class: a rule selects on its init args (``model.init_args.lr``) like on any config
+field, and bounds its quality metric (``val_acc``) like any other column; which way is better
+is the runs' ``quality_mode``, which the verdict names, and a ratio rule whose bound holds back
+only improvement (``max_ratio`` where higher is better) is warned about
+(``quality_warnings``).
+
 Noise: an absolute bound compares the statistic with the bound. A ratio beyond its bound fails
 only when the difference is also significant (one-sided Welch t-test, p < 0.01); otherwise it is
 INCONCLUSIVE. With one run on a side, or no spread at all (FLOPs are exact), no test is possible
@@ -32,12 +38,14 @@ from greenbench.check.rules import BOUNDS, SELECTABLE, Rule, load_budgets
 from greenbench.energy.meters import GPU
 from greenbench.energy.monitor import GENERATE, TOTAL, TRAIN, WINDOWS
 from greenbench.errors import UserError
-from greenbench.records import OK
-from greenbench.results import group_keys
+from greenbench.records import DEFAULT_QUALITY, OK
+from greenbench.results import group_keys, quality_columns
+from greenbench.results.quality import direction, higher_is_better
 from greenbench.results.stats import confidence_half_width, welch_p_value
 
 __all__ = ["BOUNDS", "FAIL", "INCONCLUSIVE", "PASS", "SELECTABLE", "Rule", "Verdict",
-           "baseline_columns", "evaluate", "load_budgets", "shared_node_warnings"]
+           "baseline_columns", "evaluate", "load_budgets", "quality_warnings",
+           "shared_node_warnings"]
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 SIGNIFICANCE = 0.01
@@ -105,6 +113,11 @@ def _decide(rule: Rule, ok: pd.DataFrame, keys: list[str],
         raise UserError(f"rule {rule.name!r}: {rule.bound_kind} needs relative_to, or a "
                         "--baseline results file to compare with")
     selection = rule.select.given()
+    for where, fields in (("select", selection), ("relative_to", _given(rule.relative_to))):
+        for key in fields:
+            if key not in ok:
+                raise UserError(f"rule {rule.name!r}: {where} names {key!r}, which is not a "
+                                "column of these results")
     chosen = _with_metric(ok[_matches(ok, selection)], rule.metric)
     if chosen.empty:
         raise UserError(f"rule {rule.name!r}: select {describe(selection)} matches no ok run "
@@ -134,8 +147,48 @@ def _decide(rule: Rule, ok: pd.DataFrame, keys: list[str],
                                 f"this configuration with a {rule.metric} value")
             verdict = _relative(rule, label, values, stored,
                                 "the same selection in the --baseline results")
-        verdicts.append(replace(verdict, configuration=shown))
+        own = _own_quality(rule.metric, runs)
+        note = verdict.note + (f"; {direction(*own)} for {own[0]} (quality_mode {own[1]})"
+                               if own is not None and own[0] != DEFAULT_QUALITY["metric"] else "")
+        verdicts.append(replace(verdict, configuration=shown, note=note))
     return verdicts
+
+
+def _given(selection: Any) -> dict[str, Any]:
+    return {} if selection is None else selection.given()
+
+
+def _own_quality(column: str, runs: pd.DataFrame) -> tuple[str, Any] | None:
+    """The quality metric and mode of ``runs`` whose results column ``column`` is, or None
+    when it is none of theirs."""
+    if "quality_metric" not in runs:
+        return None
+    modes = runs["quality_mode"] if "quality_mode" in runs else pd.Series(None, index=runs.index)
+    for metric, mode in zip(runs["quality_metric"], modes, strict=True):
+        if isinstance(metric, str) and quality_columns(metric)[0] == column:
+            return metric, mode
+    return None
+
+
+def quality_warnings(rules: list[Rule], results: pd.DataFrame) -> list[str]:
+    """One line per ratio rule on the quality metric of the runs it selects whose bound holds
+    back only improvement: a ``max_ratio`` where higher is better (``quality_mode`` max), a
+    ``min_ratio`` where lower is; "no worse than the reference" is the other bound."""
+    ok = results[results["status"] == OK]
+    lines = []
+    for rule in rules:
+        if not rule.is_ratio or any(key not in ok for key in rule.select.given()):
+            continue
+        own = _own_quality(rule.metric, ok[_matches(ok, rule.select.given())])
+        higher = None if own is None else higher_is_better(*own)
+        if higher is None or (rule.bound_kind == "max_ratio") != higher:
+            continue
+        other, way = ("min_ratio", "rise above") if higher else ("max_ratio", "fall below")
+        lines.append(f"rule {rule.name!r}: {rule.bound_kind} bounds how far {rule.metric} may "
+                     f"{way} its reference, but {direction(*own)} for {own[0]} (quality_mode "
+                     f"{own[1]}): the rule holds back improvement, not a regression; 'no worse "
+                     f"than the reference' is {other}")
+    return lines
 
 
 def _reference(label: str, rule: Rule, ok: pd.DataFrame, config: dict[str, Any],
@@ -228,9 +281,19 @@ def _matches(frame: pd.DataFrame, wanted: dict[str, Any]) -> pd.Series:
         column = frame[key]
         if _normal(value) is None:
             mask &= column.isna()
+        elif isinstance(value, (bool, np.bool_)):  # an init arg's flag; as text in a CSV file
+            mask &= column.map(lambda cell, value=value: (
+                bool(cell) == value if isinstance(cell, (bool, np.bool_)) else
+                isinstance(cell, str) and cell.strip().lower() == str(value).lower())
+            ).astype(bool)
         elif _numeric(value):
-            numbers = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
-            mask &= np.isclose(numbers, float(value), rtol=1e-9, atol=0.0)
+            plain = (pd.api.types.is_numeric_dtype(column)
+                     and not pd.api.types.is_bool_dtype(column))
+            numbers = column if plain else pd.Series(
+                [cell if _numeric(cell) else np.nan for cell in column], index=column.index,
+                dtype=float)
+            mask &= np.isclose(numbers.to_numpy(dtype=float, na_value=np.nan), float(value),
+                               rtol=1e-9, atol=0.0)
         else:
             mask &= column.map(lambda cell, value=value: isinstance(cell, str) and cell == value
                                ).astype(bool)

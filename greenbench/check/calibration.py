@@ -23,7 +23,7 @@ from greenbench.check.rules import Rule
 from greenbench.errors import UserError
 from greenbench.files import atomic_write
 from greenbench.records import CURVE_KEYS, OK
-from greenbench.results import group_keys
+from greenbench.results import group_keys, quality_columns
 
 FILE_NAME = "calibration.json"
 METRICS = (
@@ -34,10 +34,12 @@ DETECTABLE = 2.0  # a change must exceed this many coefficients of variation to 
 
 
 def coefficients_of_variation(frame: pd.DataFrame) -> dict[str, float]:
-    """Per metric, the largest standard deviation over mean of any configuration (ok runs)."""
+    """Per metric (``METRICS``, and the quality metric of users' classes, such as
+    ``val_acc``), the largest standard deviation over mean of any configuration (ok runs)."""
     ok = frame[frame["status"] == OK]
     spread: dict[str, float] = {}
-    for metric in METRICS:
+    own = {quality_columns(str(metric))[0] for metric in ok.get("quality_metric", [])}
+    for metric in [*METRICS, *sorted(column for column in own - set(METRICS) if column in ok)]:
         values = pd.to_numeric(ok[metric], errors="coerce")
         grouped = values.groupby([ok[k] for k in group_keys(ok)], dropna=False)
         cvs = (grouped.std(ddof=1) / grouped.mean().abs()).dropna()

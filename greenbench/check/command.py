@@ -38,7 +38,7 @@ def check(budgets: Path, run_dir: Path | None, baseline: Path | None, junit: Pat
     if frame.empty:
         raise UserError(f"{where_read}: no record here that this greenbench can read")
     columns = [c for c in frame if _numeric_column(frame[c])]
-    rules = budget.load_budgets(budgets, columns)
+    rules = budget.load_budgets(budgets, columns, fields=list(frame.columns))
     stored = (_stored_results(baseline, budget.baseline_columns(rules, frame)) if baseline
               else None)
     decided = budget.evaluate(rules, frame, stored)
@@ -46,6 +46,7 @@ def check(budgets: Path, run_dir: Path | None, baseline: Path | None, junit: Pat
     warnings = calibration.warnings_for(rules, calibration.read(where), where)
     warnings += budget.shared_node_warnings(rules, frame)
     warnings += budget.unreliable_warnings(rules, frame)
+    warnings += budget.quality_warnings(rules, frame)
 
     ok = int((frame["status"] == OK).sum())
     counted = f"{len(frame)} records" + (f", {ok} ok" if ok < len(frame) else "")

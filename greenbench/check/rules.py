@@ -13,25 +13,39 @@ Every number (a bound, a ratio, the tolerance, a numeric config field in ``selec
 ``relative_to``) is written as a finite number: never a boolean, never text such as ``"0.5"``,
 never NaN or infinity; the config fields that are text (``model``, ``dataset``, ``precision``)
 are written as text. A rule's name and text values are plain text on one line: no control
-characters, which would break the terminal table and the JUnit XML. How rules are decided is
-``budget``'s.
+characters, which would break the terminal table and the JUnit XML.
+
+A sweep over a user's class selects on its init args by their results columns, and bounds its
+quality metric by the metric's column::
+
+    - name: lr 0.01 reaches a val_acc of 0.9
+      select: {model: mypkg.models.MyNet, "model.init_args.lr": 0.01}
+      metric: val_acc
+      min: 0.9
+
+An init arg (``model.init_args.<name>``, ``data.init_args.<name>``) takes the value the sweep
+gave it: text, a number or true/false; one that no record has is an error naming it. How
+rules are decided is ``budget``'s.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
+import re
 import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, create_model, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, create_model, model_validator
 
 from greenbench.errors import UserError
 from greenbench.records import CONFIG_KEYS, TEXT_CONFIG_KEYS
 from greenbench.yamlfile import StrictModel, load_yaml, number, validate
 
 BOUNDS = ("max", "min", "max_ratio", "min_ratio")
-SELECTABLE = CONFIG_KEYS  # a rule selects runs by what was trained
+SELECTABLE = CONFIG_KEYS  # a rule selects runs by what was trained, and by init args:
+INIT_ARG_FIELD = re.compile(r"^(model|data)\.init_args\.[A-Za-z_][A-Za-z0-9_]*$")
 TEXT_FIELDS = TEXT_CONFIG_KEYS  # the config fields that are text, not numbers
 # Characters that reorder or hide printed text: the bidirectional embeddings and isolates.
 _BIDI = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)))
@@ -60,22 +74,54 @@ PlainText = Annotated[str, AfterValidator(_plain_text)]
 
 class _SelectionBase(StrictModel):
     """Config fields and the values a rule selects runs by; text fields take text, the others
-    numbers."""
+    numbers; an init arg (``model.init_args.lr``) takes text, a number or true/false."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)  # init args, checked below
 
     @model_validator(mode="before")
     @classmethod
     def _known_fields(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            for key in data:
-                if key not in SELECTABLE:
-                    close = difflib.get_close_matches(str(key), SELECTABLE, n=1)
-                    hint = f"; did you mean '{close[0]}'?" if close else ""
-                    raise ValueError(f"{key!r} is not a config field to select on{hint}")
+            for key, value in data.items():
+                if key in SELECTABLE:
+                    continue
+                if isinstance(key, str) and INIT_ARG_FIELD.fullmatch(key):
+                    _init_arg_value(key, value)
+                    continue
+                close = difflib.get_close_matches(str(key), SELECTABLE, n=1)
+                hint = (f"; did you mean '{close[0]}'?" if close else
+                        "; an init arg is selected as model.init_args.<name> or "
+                        "data.init_args.<name>" if "." in str(key) else "")
+                raise ValueError(f"{key!r} is not a config field to select on{hint}")
         return data
 
     def given(self) -> dict[str, Any]:
-        """The fields this selection names, with their values, in ``CONFIG_KEYS`` order."""
+        """The fields this selection names, with their values, in ``CONFIG_KEYS`` order, then
+        the init args in the order written."""
         return {key: value for key, value in self if value is not None}
+
+
+def _init_arg_value(key: str, value: Any) -> None:
+    """An init arg's value in a selection: text, a finite number or a boolean (null: any)."""
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        char = unprintable(value)
+        if char is not None:
+            raise ValueError(f"{key!r}: contains the unprintable character U+{ord(char):04X}; "
+                             "write plain text on one line")
+        return
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(f"{key!r}: {value!r} should be a finite number")
+        return
+    raise ValueError(f"{key!r}: {_short(value)} should be text, a number or true/false, as "
+                     "the sweep set the init arg")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 Selection = create_model(
@@ -138,8 +184,11 @@ class Budgets(StrictModel):
     rules: list[Rule] = Field(min_length=1)
 
 
-def load_budgets(path: str | Path, columns: list[str]) -> list[Rule]:
-    """Read and validate a budgets file; ``columns`` are the metrics a rule may name."""
+def load_budgets(path: str | Path, columns: list[str],
+                 fields: list[str] | None = None) -> list[Rule]:
+    """Read and validate a budgets file; ``columns`` are the metrics a rule may name, and
+    ``fields`` (when given) the columns of the records, which every init arg a rule selects
+    on must be."""
     path = Path(path)
     data = load_yaml(path)
     if isinstance(data, list):
@@ -151,8 +200,40 @@ def load_budgets(path: str | Path, columns: list[str]) -> list[Rule]:
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise UserError(f"{path}: rules[{i}].metric: {rule.metric!r} is not a results "
                             f"column{hint}")
+        if fields is not None:
+            _selected_columns(path, i, rule, fields)
     names = [rule.name for rule in rules]
     for name in names:
         if names.count(name) > 1:
             raise UserError(f"{path}: rule name {name!r} appears twice")
     return rules
+
+
+def _selected_columns(path: Path, i: int, rule: Rule, fields: list[str]) -> None:
+    """A ``UserError`` naming the field when a rule selects on an init arg that no record
+    has."""
+    known = sorted((field for field in map(str, fields) if INIT_ARG_FIELD.fullmatch(field)),
+                   key=lambda field: (not field.startswith("model."), field))
+    for where in ("select", "relative_to"):
+        selection = getattr(rule, where)
+        for key in selection.given() if selection is not None else {}:
+            if key in fields:
+                continue
+            close = _close_init_arg(key, known)
+            hint = (f"; did you mean '{close}'?" if close else
+                    f" (their init args: {', '.join(known)})" if known else
+                    " (none of them has init args: those are a user's class's)")
+            raise UserError(f"{path}: rules[{i}].{where}.{key}: not a column of these "
+                            f"records{hint}")
+
+
+def _close_init_arg(key: str, known: list[str]) -> str | None:
+    """The init arg of ``known`` whose name is closest to ``key``'s (any case; its own
+    section's first), or None."""
+    def name(field: str) -> str:
+        return field.split(".init_args.", 1)[1].lower()
+
+    section = key.split(".", 1)[0]
+    by_name = {name(field): field for field in sorted(known, key=lambda f: f.startswith(section))}
+    close = difflib.get_close_matches(name(key), list(by_name), n=1)
+    return by_name[close[0]] if close else None

@@ -31,6 +31,8 @@ from greenbench.files import FILE_MODE, atomic_write, fsync_directory
 from greenbench.records import NOT_OK, OK, last_line
 from greenbench.report import notes, plots, tables
 from greenbench.report.render import ReportContent, html, markdown
+from greenbench.results import quality_columns
+from greenbench.results.quality import higher_is_better
 from greenbench.store import SweepStore
 
 REPORT_FOLDER = "report"  # the default out_dir, inside the first sweep folder
@@ -86,14 +88,18 @@ def _write(out_dir: Path, folders: list[Path], frame: pd.DataFrame, summary: pd.
     labels = tables.run_labels(summary)
     ok = frame[frame["status"] == OK].assign(label=frame["run_id"].map(labels))
     estimated = not summary.loc[summary["n"] > 0, "measured"].all()
+    others = tables.other_metrics(summary)
+    quality = "KID" if not others else f"Quality (KID, or a model's own: {', '.join(others)})"
     figures = [
-        ("KID against training energy (warm-up plus train); the line joins the Pareto-optimal "
-         "configurations", _draw("kid_vs_energy", lambda: plots.kid_vs_energy(summary, out_dir))),
+        (f"{quality} against training energy (warm-up plus train); the line joins the "
+         "Pareto-optimal configurations",
+         _draw("kid_vs_energy", lambda: plots.kid_vs_energy(summary, out_dir))),
         ("Energy by window and component, mean over runs",
          _draw("energy_breakdown", lambda: plots.energy_breakdown(ok, out_dir))),
-        ("KID against cumulative training energy along training",
+        (f"{quality} against cumulative training energy along training",
          _draw("kid_curves", lambda: plots.kid_curves(curves, labels, out_dir,
-                                                      estimated=estimated))),
+                                                      estimated=estimated,
+                                                      quality=_qualities(frame)))),
     ]
     content = ReportContent(
         title=f"greenbench report: {', '.join(_names(folders))}",
@@ -101,8 +107,8 @@ def _write(out_dir: Path, folders: list[Path], frame: pd.DataFrame, summary: pd.
         status_counts=frame["status"].value_counts().to_dict(),
         tables=[
             ("Energy and cost", _ENERGY_NOTE, energy_table(summary)),
-            ("Quality", _QUALITY_NOTE, quality_table(summary)),
-            ("Savings against the baseline", _savings_note(baseline),
+            ("Quality", _QUALITY_NOTE + _other_quality_note(others), quality_table(summary)),
+            ("Savings against the baseline", _savings_note(baseline, summary),
              savings_table(savings)),
         ],
         notes=notes.notes(frame, summary, problems),
@@ -130,6 +136,16 @@ def _write(out_dir: Path, folders: list[Path], frame: pd.DataFrame, summary: pd.
         if not path.is_file() or path.stat().st_size == 0:
             raise UserError(f"{name} came out empty; nothing written")
     return names
+
+
+def _qualities(frame: pd.DataFrame) -> dict[str, tuple[str, Any]]:
+    """run_id -> its quality metric and mode, for the runs whose metric is not KID."""
+    if "quality_metric" not in frame:
+        return {}
+    mode = frame["quality_mode"] if "quality_mode" in frame else pd.Series(None, index=frame.index)
+    return {run: (str(metric), how) for run, metric, how
+            in zip(frame["run_id"], frame["quality_metric"], mode, strict=True)
+            if isinstance(metric, str) and metric != tables.PARETO_QUALITY}
 
 
 def _draw(name: str, draw: Callable[[], Path | None]) -> Path | None:
@@ -207,13 +223,35 @@ _QUALITY_NOTE = (
 )
 
 
-def _savings_note(baseline: dict[str, Any] | None) -> str:
+def _other_quality_note(others: list[str]) -> str:
+    if not others:
+        return ""
+    return (f" A model whose quality is another metric ({', '.join(others)}: see the Notes) is "
+            "marked by that metric, in its direction, instead of KID.")
+
+
+def _savings_note(baseline: dict[str, Any] | None, summary: pd.DataFrame | None = None) -> str:
     chosen = baseline or tables.DEFAULT_BASELINE
     described = ", ".join(f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
                           for key, value in chosen.items())
+    others = [] if summary is None else tables.other_metrics(summary)
+    directions = "; ".join(f"{metric}: {'above' if higher else 'below'} 1 is better"
+                           for metric, higher in _directions(summary, others))
+    own = f" A model's own quality metric is compared too ({directions})." if others else ""
     return (f"Ratios of training energy and of KID to the baseline of the same model "
-            f"({described}); below 1 is less energy or better KID. Intervals need at least two "
-            "runs on each side.")
+            f"({described}); below 1 is less energy or better KID.{own} Intervals need at "
+            "least two runs on each side.")
+
+
+def _directions(summary: pd.DataFrame | None, metrics: list[str]) -> list[tuple[str, bool]]:
+    """Each of ``metrics`` with whether higher is better (those with a direction)."""
+    found = []
+    for metric in metrics:
+        modes = summary.loc[summary["quality_metric"] == metric, "quality_mode"]
+        higher = higher_is_better(metric, modes.dropna().iloc[0] if modes.notna().any() else None)
+        if higher is not None:
+            found.append((metric, higher))
+    return found
 
 
 def _mean(row: pd.Series, metric: str, digits: int = 4) -> str:
@@ -243,9 +281,22 @@ def _runs(row: pd.Series) -> str:
     return ", ".join(parts)
 
 
+def _init_args(summary: pd.DataFrame) -> Callable[[pd.Series], dict[str, str]]:
+    """A row's varied init args (``model.init_args.lr``: ``0.01``), as table cells."""
+    varied = tables.varied_init_args(summary)
+    return lambda row: {column: "-" if _missing(row[column]) else tables.config_text(row[column])
+                        for column in varied}
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def energy_table(summary: pd.DataFrame) -> pd.DataFrame:
+    init_args = _init_args(summary)
     return pd.DataFrame([{
         "configuration": row["label"],
+        **init_args(row),
         "ok runs": _runs(row),
         "training energy (J)": _judged(_mean(row, tables.TRAINING_ENERGY), row, "fit"),
         "net of idle (J)": _judged(_plain(row, "energy_fit_net_j"), row, "fit"),
@@ -260,8 +311,16 @@ def energy_table(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def quality_table(summary: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame([{
+    """The quality of each configuration: a model's own quality metric in a column of its name
+    (where it is not KID; KID always), then greenbench's scores."""
+    init_args = _init_args(summary)
+    others = {metric: quality_columns(metric)[0] for metric in tables.other_metrics(summary)}
+    target = "quality" if others else "KID"
+    table = pd.DataFrame([{
         "configuration": row["label"],
+        **init_args(row),
+        **{metric: _mean(row, column, 3) if f"{column}_mean" in row else "-"
+           for metric, column in others.items()},
         "KID": _mean(row, "kid", 3),
         "training energy (J)": _judged(_mean(row, tables.TRAINING_ENERGY), row, "fit"),
         "sampling J per 1k images": _judged(_plain(row, "j_per_1k_images"), row, "generate"),
@@ -271,9 +330,17 @@ def quality_table(summary: pd.DataFrame) -> pd.DataFrame:
         "memorisation": _plain(row, "memorisation", 3),
         "NLL (nats)": _plain(row, "nll_nats"),
         "best KID": _plain(row, "best_kid", 3),
-        "training energy to target KID (J)": _plain(row, "energy_to_quality_j"),
+        f"training energy to target {target} (J)": _plain(row, "energy_to_quality_j"),
         "Pareto": {True: "yes", False: "no"}.get(row["pareto"], "-"),
     } for _, row in summary.iterrows()])
+    if others:  # a sweep of modules that cannot sample: no column of scores nobody has
+        table = table.drop(columns=[c for c in FEATURE_SPACE_COLUMNS if (table[c] == "-").all()])
+    return table
+
+
+# Scores of samples: empty for every run of a sweep whose modules cannot sample.
+FEATURE_SPACE_COLUMNS = ("KID", "sampling J per 1k images", "FID", "sample precision",
+                         "sample recall", "memorisation", "NLL (nats)", "best KID")
 
 
 def savings_table(savings: pd.DataFrame) -> pd.DataFrame:
@@ -285,11 +352,14 @@ def savings_table(savings: pd.DataFrame) -> pd.DataFrame:
         interval = f" ({low:.3g} to {high:.3g})" if math.isfinite(low) else ""
         return f"{value:.3g}{interval}"
 
+    others = {metric: quality_columns(metric)[0] for metric in tables.other_metrics(savings)}
     return pd.DataFrame([{
         "configuration": row["label"],
         "baseline": row["baseline"] if isinstance(row["baseline"], str) else "no baseline run",
         "training energy ratio": ratio(row, tables.TRAINING_ENERGY),
         "KID ratio": ratio(row, "kid"),
+        **{f"{metric} ratio": ratio(row, column) if f"{column}_ratio" in row else "-"
+           for metric, column in others.items()},
     } for _, row in savings.iterrows()])
 
 

@@ -1,9 +1,10 @@
 """The report's Notes: provenance and caveats a reader needs before trusting a number.
 
-Estimates, shared nodes, runs that did not end ok, mixed extractors, the carbon intensity,
-values repaired on reading, runs that never left warm-up, figures from unreliable windows,
-machines whose meters cannot tell training from idle, and every record warning, grouped and
-counted. One line each; no numbers are computed here that the tables do not show.
+Estimates, shared nodes, runs that did not end ok, the quality metric of a model whose quality
+is not KID, mixed extractors, the carbon intensity, values repaired on reading, runs that never
+left warm-up, figures from unreliable windows, machines whose meters cannot tell training from
+idle, and every record warning, grouped and counted. One line each; no numbers are computed
+here that the tables do not show.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import pandas as pd
 
 from greenbench.records import OK
 from greenbench.report import tables
+from greenbench.results import quality_columns
+from greenbench.results.quality import direction, higher_is_better
 
 IDLE_INDISTINGUISHABLE = "cannot tell training from idle"
 _MIN_PERIODS = "energy.min_window_periods (default 10)"
@@ -45,6 +48,7 @@ def notes(frame: pd.DataFrame, summary: pd.DataFrame, problems: Iterable[str] = 
     for status, runs in not_ok.groupby("status"):
         reasons = "; ".join(sorted({str(r) for r in runs["reason"].dropna()}))
         lines.append(f"{len(runs)} run(s) {status}, not averaged in: {reasons}")
+    lines += _quality_metrics(summary)
     if "extractor_id" in tables.group_keys(frame):
         lines.append("Runs used different feature extractors: quality is split by extractor "
                      "(see the configuration names); scores from different extractors are not "
@@ -61,6 +65,29 @@ def notes(frame: pd.DataFrame, summary: pd.DataFrame, problems: Iterable[str] = 
     return lines
 
 
+def _quality_metrics(summary: pd.DataFrame) -> list[str]:
+    """Per model and dataset whose quality is not KID: its metric, which way is better, and
+    what in the report uses it."""
+    if "quality_metric" not in summary:
+        return []
+    others = summary[summary["quality_metric"].map(str) != tables.PARETO_QUALITY]
+    lines = []
+    for (model, dataset, metric, mode), _ in others.groupby(
+            ["model", "dataset", "quality_metric", "quality_mode"], dropna=False, sort=True):
+        column = quality_columns(str(metric))[0]
+        where = f"the quality table's {metric} column" + (
+            f" (results column {column})" if column != metric else "")
+        if higher_is_better(metric, mode) is None:
+            lines.append(f"{model} on {dataset}: quality is {metric}, whose direction the records "
+                         f"do not give (no quality mode, max or min), so {where} is not ranked: "
+                         "no Pareto marks.")
+            continue
+        lines.append(f"{model} on {dataset}: quality is {metric} ({direction(metric, mode)}; "
+                     f"mode {mode}), not KID: {where}, and what its Pareto marks, its "
+                     f"{metric} ratio to the baseline and its panels of the plots show.")
+    return lines
+
+
 def _unreliable(frame: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
     """What a `` *`` in the tables means, per window, with a reason the records give."""
     lines = []
@@ -70,8 +97,7 @@ def _unreliable(frame: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
         marked = summary[summary[counts] > 0] if counts in summary else summary.iloc[0:0]
         if marked.empty:
             continue
-        column = f"reliable_{window}"
-        runs = ok[ok[column].astype("boolean").eq(False).fillna(False)]
+        runs = ok[tables.unreliable(ok, window)]
         reasons = sorted({str(r) for r in runs[f"reliability_{window}"].dropna()})
         example = f"; e.g. {reasons[0]}" if reasons else ""
         lines.append(

@@ -9,10 +9,8 @@ Data text is drawn literally (``$`` is no mathtext); point labels never overprin
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
-from collections.abc import Sequence
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -29,73 +27,145 @@ from matplotlib.patches import Patch
 from greenbench.energy.meters import COMPONENTS
 from greenbench.energy.monitor import RUN_PHASES
 from greenbench.files import atomic_write
+from greenbench.records import DEFAULT_QUALITY
+from greenbench.report.labels import (
+    CLASS_PATH,
+    MARKER_HALF,
+    column_of,
+    compact,
+    flags_of,
+    label_points,
+    place_labels,
+)
+from greenbench.report.labels import plain as _plain
+from greenbench.report.labels import short as _short
+from greenbench.report.labels import text as _text
+from greenbench.results import quality_columns
+from greenbench.results.quality import direction
+
+__all__ = ["ESTIMATED_NOTE", "MARKER_HALF", "config_order", "energy_breakdown", "kid_curves",
+           "kid_title", "kid_vs_energy", "place_labels"]
 
 DPI = 150
 ESTIMATED_NOTE = "energy: CodeCarbon estimates, not measured"
 LOG_SPAN = 10.0  # an axis whose values span more than this factor is drawn on a log scale
-MAX_LABEL = 40  # characters of a configuration label drawn on a figure
 MAX_VALUE = 1e15  # |value| beyond this (J or KID) is no measurement: left out, and counted
-MAX_DIRECT_LABELS = 8  # per panel of kid_vs_energy; beyond, the points are numbered
-MAX_NUMBERED_POINTS = 40  # per figure of kid_vs_energy; beyond, only Pareto points are
 ORDER_KEYS = ("model", "dataset", "precision", "width", "data_fraction")  # bars and numbers
 
 WINDOWS = RUN_PHASES  # the windows of the energy breakdown; idle is a baseline, not a cost
 COMPONENT_COLOURS = {"gpu": "#2ca02c", "cpu": "#1f77b4", "ram": "#ff7f0e"}
 WINDOW_HATCHES = {"warmup": "////", "train": "", "eval": "....", "generate": "xx"}
 POINT_COLOUR, PARETO_COLOUR, NOTE_COLOUR = "#1f77b4", "#d62728", "#a04000"
-LABEL_SIZE = 7.5  # points
-MARKER_HALF = 4.0  # points either side of a marker (or of the Pareto line) kept free of labels
-DIRECTIONS = ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1))
-RINGS = (0.0, 4.0, 9.0, 15.0, 22.0, 30.0, 40.0, 52.0)  # extra distance of a label, points
+KID = DEFAULT_QUALITY["metric"]  # the quality of a configuration that names no other
 
 
 def kid_vs_energy(summary: pd.DataFrame, out_dir: Path) -> Path | None:
-    """KID against training energy, one panel per (model, dataset), the Pareto front as a step line.
+    """Quality against training energy, one panel per (model, dataset), the Pareto front as a
+    step line: KID, or the configurations' own ``quality_metric`` where it is another.
 
     ``summary`` has one row per configuration: ``model``, ``dataset``, ``label``,
     ``energy_fit_j_mean`` and ``_ci`` (training energy: warm-up plus train; else the axis says
-    it is ``energy_train_j_*``, the train window), ``kid_mean``, ``kid_ci``, ``pareto``,
-    ``measured``, and the config columns that number the points (``config_order``).
+    it is ``energy_train_j_*``, the train window), ``kid_mean``, ``kid_ci`` (or, where
+    ``quality_column`` names another, that column's ``_mean`` and ``_ci``, in the direction of
+    ``quality_metric`` and ``quality_mode``), ``pareto``, ``measured``, and the config columns
+    that number the points (``config_order``).
     """
     fit = _cleaned(summary, {"energy_fit_j_mean": "fit"})[0]["fit"].notna().any()
     energy = "energy_fit_j" if fit else "energy_train_j"
-    needed = ("model", "dataset", f"{energy}_mean", "kid_mean")
+    summary = _with_quality(summary)
+    needed = ("model", "dataset", f"{energy}_mean", "quality_y_mean")
     if summary.empty or any(column not in summary for column in needed):
         return None
     rows, left_out = _cleaned(summary, {f"{energy}_mean": "x", f"{energy}_ci": "x_ci",
-                                        "kid_mean": "y", "kid_ci": "y_ci"})
+                                        "quality_y_mean": "y", "quality_y_ci": "y_ci"})
     rows = config_order(rows.dropna(subset=["x", "y"]))
     if rows.empty:
         return None
+    rows["label"] = _point_labels(rows)
 
-    panels = list(rows.groupby(["model", "dataset"], sort=False, dropna=False))
+    panels = list(rows.groupby(["model", "dataset", "quality_y_metric", "quality_y_mode"],
+                               sort=False, dropna=False))
     ncols = min(len(panels), 3)
     nrows = math.ceil(len(panels) / ncols)
     fig = Figure(figsize=(5.4 * ncols, 4.4 * nrows + 0.9), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     xlabel = "training energy (J)" if fit else "training energy (J), train window only"
-    for ax, ((model, dataset), panel) in zip(axes, panels, strict=False):
-        _kid_panel(ax, panel, xlabel)
+    for ax, ((model, dataset, metric, mode), panel) in zip(axes, panels, strict=False):
+        _kid_panel(ax, panel, xlabel, _quality_label(metric, mode))
         ax.set_title(_plain(f"{_text(model)} on {_text(dataset)}"))
     for ax in axes[len(panels):]:
         fig.delaxes(ax)
-    fig.suptitle(kid_title(int((rows["x_ci"].notna() | rows["y_ci"].notna()).sum()), len(rows)))
+    with_bars = int((rows["x_ci"].notna() | rows["y_ci"].notna()).sum())
+    kid_only = set(rows["quality_y_metric"]) == {KID}
+    fig.suptitle(kid_title(with_bars, len(rows)) if kid_only
+                 else quality_title(with_bars, len(rows)))
     legend = [Line2D([], [], linestyle="none", marker="o", markersize=5, color=POINT_COLOUR,
                      label="configuration"),
               Line2D([], [], color=PARETO_COLOUR, marker="D", markersize=5, label="Pareto front")]
-    _notes(fig, estimated=not _flags(rows, "measured").all(), left_out=left_out, legend=legend)
-    _label_points(fig, [(ax, panel) for ax, (_, panel) in zip(axes, panels, strict=False)])
+    _notes(fig, estimated=not flags_of(rows, "measured").all(), left_out=left_out, legend=legend)
+    label_points(fig, [(ax, panel) for ax, (_, panel) in zip(axes, panels, strict=False)])
     return _save(fig, out_dir, "kid_vs_energy")
+
+
+def _with_quality(summary: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` with each configuration's quality as ``quality_y_mean`` and ``_ci`` (its
+    ``quality_column``, else KID), and the metric and its mode as ``quality_y_metric`` and
+    ``quality_y_mode``."""
+    out = summary.copy()
+    default = pd.Series(KID, index=out.index, dtype=object)
+    metric = out["quality_metric"].fillna(KID) if "quality_metric" in out else default
+    column = out["quality_column"].fillna(metric) if "quality_column" in out else metric
+    mode = (out["quality_mode"] if "quality_mode" in out
+            else pd.Series(DEFAULT_QUALITY["mode"], index=out.index, dtype=object))
+    out["quality_y_metric"], out["quality_y_mode"] = metric.map(str), mode.map(_text)
+    for statistic in ("mean", "ci"):
+        values = [row.get(f"{name}_{statistic}", np.nan) for name, (_, row)
+                  in zip(column, out.iterrows(), strict=True)]
+        if any(f"{name}_mean" in out for name in set(column)):
+            out[f"quality_y_{statistic}"] = pd.Series(values, index=out.index, dtype=object)
+    return out
+
+
+def _point_labels(rows: pd.DataFrame) -> list[str]:
+    """The labels beside the points (``compact``); on the panel of a user's class, without the
+    model and dataset that its title names."""
+    labels = compact([_text(label) for label in column_of(rows, "label")])
+    out = []
+    for label, model, dataset in zip(labels, column_of(rows, "model"),
+                                      column_of(rows, "dataset"), strict=True):
+        words = label.split(" ")
+        if CLASS_PATH.fullmatch(_text(model)) and len(words) > 1:
+            words = words[1:]
+            if len(words) > 1 and words[0] in (_text(dataset), compact([_text(dataset)])[0]):
+                words = words[1:]
+        out.append(" ".join(words))
+    return out
+
+
+def _quality_label(metric: str, mode: str) -> str:
+    """The y axis of a ``kid_vs_energy`` panel: the metric and which way is better."""
+    if metric == KID:
+        return "KID, mean (lower is better)"
+    return _plain(f"{metric}, mean ({direction(metric, mode or None)})")
 
 
 def kid_title(with_bars: int, points: int) -> str:
     """The title of ``kid_vs_energy``: it names error bars only when some point has them."""
-    bars = "" if not with_bars else "; error bars: 95 % CI" + (
+    return f"KID against training energy (lower left is better{_bars(with_bars, points)})"
+
+
+def quality_title(with_bars: int, points: int) -> str:
+    """The title of ``kid_vs_energy`` when some panel's quality is not KID."""
+    return ("Quality against training energy (each panel's metric says which way is better"
+            f"{_bars(with_bars, points)})")
+
+
+def _bars(with_bars: int, points: int) -> str:
+    return "" if not with_bars else "; error bars: 95 % CI" + (
         "" if with_bars == points else ", where a configuration has several runs")
-    return f"KID against training energy (lower left is better{bars})"
 
 
-def _kid_panel(ax: Axes, rows: pd.DataFrame, xlabel: str) -> None:
+def _kid_panel(ax: Axes, rows: pd.DataFrame, xlabel: str, ylabel: str) -> None:
     """One (model, dataset) panel of ``kid_vs_energy``: points, bars and front, no labels."""
     energy, kid = rows["x"].to_numpy(float), rows["y"].to_numpy(float)
     energy_ci, kid_ci = rows["x_ci"].to_numpy(float), rows["y_ci"].to_numpy(float)
@@ -107,7 +177,7 @@ def _kid_panel(ax: Axes, rows: pd.DataFrame, xlabel: str) -> None:
         lower = np.minimum(energy_ci, 0.99 * energy) if log else energy_ci
         ax.errorbar(energy, kid, xerr=[lower, energy_ci], yerr=kid_ci, fmt="none", ecolor="0.65",
                     elinewidth=1, capsize=2, zorder=1)
-    pareto = _flags(rows, "pareto")
+    pareto = flags_of(rows, "pareto")
     if (~pareto).any():
         ax.scatter(energy[~pareto], kid[~pareto], s=28, color=POINT_COLOUR, zorder=3)
     if pareto.any():
@@ -116,112 +186,8 @@ def _kid_panel(ax: Axes, rows: pd.DataFrame, xlabel: str) -> None:
                 linewidth=1.5, marker="D", markersize=5, zorder=4)
     ax.margins(0.1)
     ax.set_xlabel(xlabel + (", log scale" if log else ""))
-    ax.set_ylabel("KID, mean (lower is better)")
+    ax.set_ylabel(ylabel)
     ax.grid(True, which="major", alpha=0.3)
-
-
-def _label_points(fig: Figure, panels: list[tuple[Axes, pd.DataFrame]]) -> None:
-    """Labels beside their points when every one fits right next to its point, clear of the
-    others; else numbers beside the points and a key of numbers to labels outside the axes."""
-    if all(len(rows) <= MAX_DIRECT_LABELS for _, rows in panels):
-        texts = [[_short(_text(label)) for label in _column(rows, "label")] for _, rows in panels]
-        if _place(fig, panels, texts, rings=RINGS[:2]):
-            return
-    numbered = sum(len(rows) for _, rows in panels) <= MAX_NUMBERED_POINTS
-    key: list[str] = []  # numbers run on across panels
-    texts = []
-    for _, rows in panels:
-        named = np.ones(len(rows), bool) if numbered else _flags(rows, "pareto")
-        key += [f"{len(key) + i + 1}  {_short(_text(label))}"
-                for i, label in enumerate(_column(rows, "label")[named])]
-        texts.append([str(n) if name else None for n, name in
-                      zip(np.cumsum(named) + len(key) - named.sum(), named, strict=True)])
-    if not key:
-        return
-    columns = math.ceil(len(key) / 26)
-    longest = max(len(line) for line in key)
-    fig.set_figwidth(fig.get_figwidth() + columns * (0.3 + longest * LABEL_SIZE * 0.55 / 72))
-    fig.legend([Line2D([], [], linestyle="none")] * len(key), [_plain(line) for line in key],
-               loc="outside right upper", ncols=columns, fontsize=LABEL_SIZE, handlelength=0,
-               handletextpad=0, title="key", title_fontsize=8)
-    _place(fig, panels, texts)
-
-
-def _place(fig: Figure, panels: list[tuple[Axes, pd.DataFrame]],
-           texts: list[list[str | None]], rings: Sequence[float] = ()) -> bool:
-    """Draw ``texts`` beside their points, where ``place_labels`` puts them. With ``rings``,
-    draw nothing and return False when a label fits within none of them; without, any ring
-    will do, and a label that fits nowhere goes just right of its point."""
-    fig.draw_without_rendering()  # the final layout: the axes' sizes and transforms
-    scale = 72 / fig.dpi  # pixels to points
-    drawn = []
-    for (ax, rows), panel_texts in zip(panels, texts, strict=True):
-        xy = np.column_stack([rows["x"].to_numpy(float), rows["y"].to_numpy(float)])
-        anchors = ax.transData.transform(xy) * scale
-        shown = [i for i, text in enumerate(panel_texts) if text is not None]
-        probes = [fig.text(0, 0, _plain(panel_texts[i]), fontsize=LABEL_SIZE) for i in shown]
-        sizes = [(box.width * scale + 2, box.height * scale + 2)  # with 1 pt of padding around
-                 for box in (probe.get_window_extent() for probe in probes)]
-        for probe in probes:
-            probe.remove()
-        # Points every ~3 pixels along the Pareto step line, for labels to keep off.
-        front = rows[_flags(rows, "pareto")].sort_values("x", kind="stable")
-        fx, fy = front["x"].to_numpy(float), front["y"].to_numpy(float)
-        corners = ax.transData.transform(np.column_stack([np.repeat(fx, 2)[1:],
-                                                          np.repeat(fy, 2)[:-1]])) * scale
-        line = [np.linspace(a, b, int(np.hypot(*(b - a)) // 2) + 2)
-                for a, b in itertools.pairwise(corners)]
-        x0, y0, x1, y1 = np.asarray(ax.bbox.extents) * scale
-        spots = place_labels(anchors[shown], sizes, (x0 + 2, y0 + 2, x1 - 2, y1 - 2),
-                             obstacles=np.vstack([anchors, *line]), rings=rings or RINGS)
-        if rings and None in spots:
-            return False
-        drawn += [(ax, xy[i], anchors[i], panel_texts[i], size, spot)
-                  for i, size, spot in zip(shown, sizes, spots, strict=True)]
-    for ax, xy, anchor, text, (w, h), spot in drawn:
-        spot = spot or (anchor[0] + MARKER_HALF + 1 + w / 2, anchor[1])
-        dx, dy = spot[0] - anchor[0], spot[1] - anchor[1]
-        note = ax.annotate(_plain(text), xy, xytext=(dx, dy), textcoords="offset points",
-                           ha="center", va="center", fontsize=LABEL_SIZE, color="0.15", zorder=5,
-                           bbox={"boxstyle": "square,pad=0.05", "fc": "white", "ec": "none",
-                                 "alpha": 0.75},
-                           arrowprops={"arrowstyle": "-", "color": "0.55", "linewidth": 0.6,
-                                       "shrinkA": 0, "shrinkB": 2})
-        note.set_in_layout(False)
-        # A leader line only for a label set apart from its point.
-        note.arrow_patch.set_visible(max(abs(dx) - w / 2, abs(dy) - h / 2) > MARKER_HALF + 3)
-    return True
-
-
-def place_labels(anchors: np.ndarray, sizes: Sequence[tuple[float, float]],
-                 bounds: tuple[float, float, float, float], *,
-                 obstacles: np.ndarray | None = None, rings: Sequence[float] = RINGS
-                 ) -> list[tuple[float, float] | None]:
-    """Centres for label boxes of ``sizes`` (w, h) beside ``anchors``, all in one unit: for each
-    anchor in turn, the first candidate (``rings`` nearest first, then ``DIRECTIONS``) whose box
-    is inside ``bounds`` (x0, y0, x1, y1) and clear of the boxes placed before and of the square
-    of ``MARKER_HALF`` around every anchor and obstacle; None where none is."""
-    anchors = np.asarray(anchors, float).reshape(-1, 2)
-    points = np.vstack([anchors, np.reshape([] if obstacles is None else obstacles, (-1, 2))])
-    points = points[np.isfinite(points).all(axis=1)]
-    taken = np.column_stack([points - MARKER_HALF, points + MARKER_HALF])  # x0, y0, x1, y1
-    spots: list[tuple[float, float] | None] = []
-    for (x, y), (w, h) in zip(anchors, sizes, strict=True):
-        spot = None
-        candidates = ((x + dx * (MARKER_HALF + 1 + ring + w / 2),
-                       y + dy * (MARKER_HALF + 1 + ring + h / 2))
-                      for ring in rings for dx, dy in DIRECTIONS)
-        for cx, cy in candidates if np.isfinite([x, y]).all() else ():
-            box = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
-            if (box[:2] < bounds[:2]).any() or (box[2:] > bounds[2:]).any():
-                continue
-            if not ((box[0] < taken[:, 2]) & (taken[:, 0] < box[2]) & (box[1] < taken[:, 3])
-                    & (taken[:, 1] < box[3])).any():
-                spot = (cx, cy)
-                taken = np.vstack([taken, box])
-                break
-        spots.append(spot)
-    return spots
 
 
 def energy_breakdown(results: pd.DataFrame, out_dir: Path) -> Path | None:
@@ -234,8 +200,8 @@ def energy_breakdown(results: pd.DataFrame, out_dir: Path) -> Path | None:
     if results.empty or "label" not in results or not columns:
         return None
     energy, left_out = _cleaned(config_order(results), {column: column for column in columns})
-    energy["label"] = [_text(label) for label in energy["label"]]
-    energy["model"] = [_text(model) for model in _column(energy, "model")]
+    energy["label"] = compact([_text(label) for label in energy["label"]])
+    energy["model"] = [_text(model) for model in column_of(energy, "model")]
     means = energy.groupby("label", sort=False)[columns].mean().dropna(how="all")
     if means.empty:
         return None
@@ -279,7 +245,7 @@ def energy_breakdown(results: pd.DataFrame, out_dir: Path) -> Path | None:
                       label=f"{w} window") for w in WINDOWS if w in drawn]
     fig.legend(handles=handles, loc="outside right upper", fontsize=8.5)
     fig.suptitle("Energy per configuration by window and component (mean over ok runs)")
-    estimated = "energy_measured" in results and not _flags(results, "energy_measured").all()
+    estimated = "energy_measured" in results and not flags_of(results, "energy_measured").all()
     _notes(fig, estimated=estimated, left_out=left_out)
     return _save(fig, out_dir, "energy_breakdown")
 
@@ -302,59 +268,83 @@ def _sort_key(column: pd.Series) -> pd.Series:
 
 
 def kid_curves(curves: pd.DataFrame, labels: dict[str, str], out_dir: Path, *,
-               estimated: bool = False) -> Path | None:
-    """KID against the training energy spent so far, one panel per model on its own KID scale.
+               estimated: bool = False, quality: dict[str, tuple[str, Any]] | None = None
+               ) -> Path | None:
+    """KID against the training energy spent so far, one panel per model on its own KID scale;
+    runs whose quality is another metric are drawn on a panel of that metric.
 
     ``curves``: ``run_id``, ``epoch``, ``step``, ``train_j``, ``kid``...; ``labels``: run id to
-    configuration label (else the id). The model is the ``model`` column, else the label's first
-    word. A line is the mean of a configuration's runs at each scored epoch (quick for thousands
-    of runs); one scored point is a marker. ``estimated`` adds the estimated-energy note.
+    configuration label (else the id); ``quality``: run id to its quality metric and mode,
+    where it is not KID (its values in the curves column ``quality_columns`` names). The model
+    is the ``model`` column, else the label's first word. A line is the mean of a
+    configuration's runs at each scored epoch (quick for thousands of runs); one scored point
+    is a marker. ``estimated`` adds the estimated-energy note.
     """
-    if curves.empty or any(column not in curves for column in ("run_id", "train_j", "kid")):
+    if curves.empty or any(column not in curves for column in ("run_id", "train_j")):
         return None
-    points, left_out = _cleaned(curves, {"train_j": "train_j", "kid": "kid"})
-    points = points.dropna(subset=["train_j", "kid"])
+    own = quality or {}
+    labels = dict(zip(labels, compact([_text(label) for label in labels.values()]), strict=True))
+    metrics = curves["run_id"].map(lambda run: str(own.get(run, (KID,))[0]))
+    modes = {str(metric): mode for metric, mode in own.values()}
+    points, left_out = _cleaned(curves.assign(quality_y=_own_values(curves, metrics)),
+                                {"train_j": "train_j", "quality_y": "y"})
+    points = points.assign(metric=metrics).dropna(subset=["train_j", "y"])
     if points.empty:
         return None
     points["label"] = [_text(labels.get(run_id, run_id)) for run_id in points["run_id"]]
-    points["panel"] = ([_text(model) for model in points["model"]] if "model" in points
+    points["model"] = ([_text(model) for model in points["model"]] if "model" in points
                        else [label.split(" ", 1)[0] for label in points["label"]])
     order = "epoch" if "epoch" in points else "step"
-    means = (points.groupby(["panel", "label", order], sort=False)[["train_j", "kid"]].mean()
-             .reset_index())
-    models = sorted(set(means["panel"]))
+    means = (points.groupby(["model", "metric", "label", order], sort=False)[["train_j", "y"]]
+             .mean().reset_index())
+    panels = sorted(set(zip(means["model"], means["metric"], strict=True)))
     order_of = {label: i for i, label in enumerate(dict.fromkeys(labels.values()))}  # tables'
 
-    fig = Figure(figsize=(9.5, 3.5 * len(models) + 1.0), layout="constrained")
-    for ax, model in zip(fig.subplots(len(models), 1, squeeze=False).ravel(), models,
-                         strict=True):
-        panel = means[means["panel"] == model]
+    fig = Figure(figsize=(9.5, 3.5 * len(panels) + 1.0), layout="constrained")
+    for ax, (model, metric) in zip(fig.subplots(len(panels), 1, squeeze=False).ravel(), panels,
+                                   strict=True):
+        panel = means[(means["model"] == model) & (means["metric"] == metric)]
         names = sorted(set(panel["label"]), key=lambda name: (order_of.get(name, math.inf), name))
         cmap = mpl.colormaps["tab10" if len(names) <= 10 else "tab20"]  # repeated past 20
         colours, handles = {name: cmap(i % cmap.N) for i, name in enumerate(names)}, []
         for label in names:
             line = panel[panel["label"] == label].sort_values(order, kind="stable")
             single = len(line) == 1
-            handles += ax.plot(line["train_j"].to_numpy(float), line["kid"].to_numpy(float),
+            handles += ax.plot(line["train_j"].to_numpy(float), line["y"].to_numpy(float),
                                color=colours[label], marker="o", markersize=6 if single else 3.5,
                                linestyle="none" if single else "-", linewidth=1.3, alpha=0.9)
-        log_x, log_y = _log_scale(panel["train_j"].to_numpy()), _log_scale(panel["kid"].to_numpy())
+        log_x, log_y = _log_scale(panel["train_j"].to_numpy()), _log_scale(panel["y"].to_numpy())
         if log_x:
             _log_x(ax)
         if log_y:
             ax.set_yscale("log")
         ax.set_xlabel("cumulative training energy (J" + (", log scale)" if log_x else ")"))
-        ax.set_ylabel("KID (lower is better" + ("; log scale)" if log_y else ")"))
-        ax.set_title(_plain(model), fontsize=10)
+        better = direction(metric, modes.get(metric, DEFAULT_QUALITY["mode"]))
+        ax.set_ylabel(_plain(f"{'KID' if metric == KID else metric} ({better}")
+                      + ("; log scale)" if log_y else ")"))
+        ax.set_title(_plain(model if metric == KID else f"{model}: {metric}"), fontsize=10)
         ax.grid(True, alpha=0.3)
         # Explicit labels: a label starting with "_" would otherwise be dropped from the legend.
         ax.legend(handles, [_plain(_short(label)) for label in names], loc="upper left",
                   bbox_to_anchor=(1.01, 1.0), fontsize=7.5, title="configuration",
                   title_fontsize=8, ncols=math.ceil(len(names) / 14))
     fig.suptitle("KID during training against the training energy spent so far "
-                 "(each model on its own KID scale)")
+                 "(each model on its own KID scale)" if {m for _, m in panels} == {KID} else
+                 "Quality during training against the training energy spent so far "
+                 "(each model and metric on its own scale)")
     _notes(fig, estimated=estimated, left_out=left_out)
     return _save(fig, out_dir, "kid_curves")
+
+
+def _own_values(curves: pd.DataFrame, metric_of: pd.Series) -> pd.Series:
+    """Each curve point's quality: its run's metric's column (``kid`` for most)."""
+    values = pd.Series(np.nan, index=curves.index, dtype=object)
+    for metric in set(metric_of):
+        column = KID if metric == KID else quality_columns(metric)[0]
+        if column in curves:
+            chosen = metric_of == metric
+            values[chosen] = curves.loc[chosen, column]
+    return values
 
 
 def _notes(fig: Figure, *, estimated: bool, left_out: int, legend: list[Line2D] | None = None
@@ -407,16 +397,6 @@ def _cleaned(frame: pd.DataFrame, columns: dict[str, str]) -> tuple[pd.DataFrame
     return out, left_out
 
 
-def _column(frame: pd.DataFrame, column: str) -> pd.Series:
-    return frame[column] if column in frame else pd.Series(None, index=frame.index, dtype=object)
-
-
-def _flags(frame: pd.DataFrame, column: str) -> np.ndarray:
-    """The column's flags: True for a true flag; False for false, None, NaN and no column."""
-    return np.array([_text(value) != "" and bool(value) for value in _column(frame, column)],
-                    dtype=bool)
-
-
 def _log_scale(values: np.ndarray) -> bool:
     finite = values[np.isfinite(values)]
     return bool(finite.size) and finite.min() > 0 and finite.max() / finite.min() > LOG_SPAN
@@ -428,19 +408,3 @@ def _log_x(ax: Axes) -> None:
     ax.xaxis.set_major_formatter(ticker.LogFormatter(labelOnlyBase=False))
     ax.xaxis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False,
                                                      minor_thresholds=(2, 0.5)))
-
-
-def _text(value: Any) -> str:
-    """A cell as text: '' for None and NaN."""
-    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
-        return ""
-    return str(value)
-
-
-def _short(text: str, limit: int = MAX_LABEL) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _plain(text: str) -> str:
-    """Text that matplotlib draws literally: every ``$`` escaped, so no mathtext is parsed."""
-    return text.replace("$", r"\$")

@@ -10,6 +10,12 @@ configuration with the baseline configuration of the same model, as ratios with 
 Training energy is ``energy_fit_j``: everything fit spent training, warm-up plus train. The
 Pareto marks and the savings use it; the train window alone (``energy_train_j``,
 ``j_per_1k_samples``) is the steady state, empty for a run that never left warm-up.
+
+Quality is KID, or the metric a configuration's runs name (``quality_metric``, a user's
+LightningModule's ``val_acc``), in its direction (``quality_mode``); each summary row says
+which (``quality_metric``, ``quality_mode``, ``quality_column``), the Pareto marks of a model
+use it, and the savings compare it beside KID. A user's class's init args are configuration
+keys (``results.group_keys``); a label names those that vary between its configurations.
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from greenbench.records import CONFIGURATION_KEYS, HIGHER_IS_BETTER, NOT_OK, OK
-from greenbench.results import group_keys
+from greenbench.records import CONFIGURATION_KEYS, DEFAULT_QUALITY, INIT_ARGS_KEYS, NOT_OK, OK
+from greenbench.results import configuration_keys, group_keys, init_arg_columns, quality_columns
+from greenbench.results.loader import QUALITY_FIELDS  # what quality is, per configuration
+from greenbench.results.quality import higher_is_better
 from greenbench.results.stats import confidence_half_width, t_quantile
 
 LABEL_KEYS = ("model", "precision", "width", "data_fraction")  # always in a label
@@ -36,12 +44,14 @@ METRICS = (
 # The windows whose figures the tables show, each marked where some run's window is unreliable.
 JUDGED_WINDOWS = ("fit", "train", "generate")
 DEFAULT_BASELINE = {"precision": "32-true", "width": 1.0, "data_fraction": 1.0}
-PARETO_QUALITY = "kid"  # the quality axis of the Pareto marks; its direction is declared
+PARETO_QUALITY = DEFAULT_QUALITY["metric"]  # the quality axis where a configuration names none
 
 
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration; see the module docstring."""
     keys = group_keys(results)
+    metrics = [*METRICS, *(column for column in quality_metric_columns(results)
+                           if column not in METRICS)]
     rows = []
     for values, runs in results.groupby(keys, dropna=False, sort=True):
         ok = runs[runs["status"] == OK]
@@ -51,22 +61,57 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
         for status in NOT_OK:
             row[f"n_{status}"] = int((runs["status"] == status).sum())
         row["reasons"] = "; ".join(sorted({str(r) for r in runs["reason"].dropna()}))
-        for metric in METRICS:
+        for metric in metrics:
             row.update(_statistics(metric, ok[metric] if metric in ok else pd.Series()))
+        row.update(_quality_of(ok if len(ok) else runs))
         row["measured"] = bool(len(ok)) and bool(ok["energy_measured"].fillna(False).all())
         row["sources"] = _sources(ok)
         row["node_concurrency"] = most_sharing(ok)
         row["n_warmup_only"] = int(ok["warmup_only"].eq(True).sum()) if "warmup_only" in ok else 0
         for window in JUDGED_WINDOWS:
-            column = f"reliable_{window}"
-            row[f"n_unreliable_{window}"] = (
-                int(ok[column].astype("boolean").eq(False).fillna(False).sum())
-                if column in ok else 0)
+            row[f"n_unreliable_{window}"] = int(unreliable(ok, window).sum())
         rows.append(row)
     summary = pd.DataFrame(rows)
     summary["label"] = _labels(summary, keys)
     summary["pareto"] = pareto(summary)
     return summary
+
+
+def unreliable(runs: pd.DataFrame, window: str) -> pd.Series:
+    """Which of ``runs`` have a figure for ``window`` that is not a reliable measurement (a
+    window never entered, such as ``generate`` of a module that cannot sample, has no figure
+    to mark)."""
+    column, energy = f"reliable_{window}", f"energy_{window}_j"
+    if column not in runs:
+        return pd.Series(False, index=runs.index)
+    judged = runs[column].astype("boolean").eq(False).fillna(False)
+    return judged & runs[energy].notna() if energy in runs else judged
+
+
+def quality_metric_columns(results: pd.DataFrame) -> list[str]:
+    """The final and best columns of every quality metric ``results``' runs name, KID's
+    included (``kid``, ``best_kid``, ``val_acc``, ``best_val_acc``, ...)."""
+    metrics = results["quality_metric"].dropna() if "quality_metric" in results else []
+    return [column for metric in dict.fromkeys([PARETO_QUALITY, *map(str, metrics)])
+            for column in quality_columns(metric)]
+
+
+def _quality_of(runs: pd.DataFrame) -> dict[str, Any]:
+    """What quality is for a configuration's runs: its metric, mode and column (KID, lower is
+    better, for runs that name none)."""
+    metric = _first(runs, "quality_metric", None)
+    mode = DEFAULT_QUALITY["mode"] if metric is None else _first(runs, "quality_mode", None)
+    metric = PARETO_QUALITY if metric is None else str(metric)
+    return {"quality_metric": metric, "quality_mode": mode,
+            "quality_column": quality_columns(metric)[0]}
+
+
+def other_metrics(summary: pd.DataFrame) -> list[str]:
+    """The quality metrics of ``summary``'s configurations other than KID, in order."""
+    if "quality_metric" not in summary:
+        return []
+    return [metric for metric in dict.fromkeys(map(str, summary["quality_metric"].dropna()))
+            if metric != PARETO_QUALITY]
 
 
 def run_labels(summary: pd.DataFrame) -> dict[str, str]:
@@ -109,44 +154,70 @@ def _sources(ok: pd.DataFrame) -> str:
 
 def _labels(summary: pd.DataFrame, keys: list[str]) -> list[str]:
     """Short names: model, precision, width and fraction, plus whatever else varies between
-    configurations of the same model (and the dataset when there are several)."""
+    configurations of the same model (and the dataset when there are several); what belongs
+    to a user's class (its init args, ``width_arg``, quality metric) only where it varies
+    between configurations of that model."""
     extra = [k for k in keys if k not in LABEL_KEYS and k not in ("model", "dataset")]
-    varying = {
-        key for key in extra
-        if (summary.groupby("model", dropna=False)[key].nunique(dropna=False) > 1).any()
-    }
+    counts = {key: summary.groupby("model", dropna=False)[key].nunique(dropna=False)
+              for key in extra}
+    varying = {key for key in extra if (counts[key] > 1).any()}
+    own = {*init_arg_columns(extra), *QUALITY_FIELDS, "width_arg"}
     datasets = summary["dataset"].nunique(dropna=False) > 1
     labels = []
     for _, row in summary.iterrows():
         parts = [str(row["model"])] + ([str(row["dataset"])] if datasets else [])
-        parts += [str(row["precision"]), f"w={_number(row['width'])}",
-                  f"f={_number(row['data_fraction'])}"]
-        parts += [f"{key}={_number(row[key])}" for key in extra
-                  if key in varying and key != "extractor_id"]
+        parts += [str(row["precision"]), f"w={config_text(row['width'])}",
+                  f"f={config_text(row['data_fraction'])}"]
+        parts += [f"{_short_key(key)}={config_text(row[key])}" for key in extra
+                  if key in varying and key != "extractor_id"
+                  and (key not in own or counts[key].get(row["model"], 0) > 1)]
         if "extractor_id" in varying:
             parts.append(f"extractor {str(row['extractor_id'])[-8:]}")
         labels.append(" ".join(parts))
     return labels
 
 
-def _number(value: Any) -> str:
+def _short_key(key: str) -> str:
+    """A config field as a label names it: a model's init arg by its name (``lr``), a data
+    module's as ``data.<name>``."""
+    model, data = (f"{section}.init_args." for section in INIT_ARGS_KEYS)
+    if key.startswith(model):
+        return key.removeprefix(model)
+    return "data." + key.removeprefix(data) if key.startswith(data) else key
+
+
+def varied_init_args(summary: pd.DataFrame) -> list[str]:
+    """The init-arg columns whose value is not the same in every configuration that has one."""
+    return [column for column in init_arg_columns(summary)
+            if summary[column].map(config_text).where(summary[column].notna()).nunique() > 1]
+
+
+def config_text(value: Any) -> str:
+    """A config value as labels and tables show it: a number as ``%g``, NaN as ``-``."""
     if isinstance(value, float):
         return "-" if math.isnan(value) else f"{value:g}"
     return str(value)
 
 
 def pareto(summary: pd.DataFrame) -> pd.Series:
-    """True where no configuration of the same model and dataset has both lower training
-    energy (``TRAINING_ENERGY``) and better KID (the direction ``HIGHER_IS_BETTER`` declares);
-    NaN where either number is missing."""
+    """True where no configuration of the same model and dataset (and quality metric) has both
+    lower training energy (``TRAINING_ENERGY``) and better quality: the group's
+    ``quality_metric`` (KID where it names none) in its direction (``HIGHER_IS_BETTER`` for
+    greenbench's own scores, else ``quality_mode``); NaN where either number is missing, or the
+    metric has no direction."""
     marks = pd.Series(np.nan, index=summary.index, dtype=object)
-    scope = [k for k in ("model", "dataset", "image_size", "extractor_id") if k in summary]
+    scope = [k for k in ("model", "dataset", "image_size", "extractor_id", *QUALITY_FIELDS)
+             if k in summary]
     for _, group in summary.groupby(scope, dropna=False):
-        quality = f"{PARETO_QUALITY}_mean"
+        metric = _first(group, "quality_metric", PARETO_QUALITY)
+        higher = higher_is_better(metric, _first(group, "quality_mode", None))
+        quality = f"{quality_columns(metric)[0]}_mean"
+        if higher is None or quality not in group:
+            continue
         scored = group.dropna(subset=[f"{TRAINING_ENERGY}_mean", quality])
         energy = scored[f"{TRAINING_ENERGY}_mean"]
         # as a "lower is better" axis, whatever the metric's direction
-        kid = -scored[quality] if HIGHER_IS_BETTER[PARETO_QUALITY] else scored[quality]
+        kid = -scored[quality] if higher else scored[quality]
         for index in scored.index:
             others = scored.index != index
             dominated = (
@@ -157,12 +228,19 @@ def pareto(summary: pd.DataFrame) -> pd.Series:
     return marks
 
 
+def _first(frame: pd.DataFrame, column: str, default: Any) -> Any:
+    values = frame[column].dropna() if column in frame else []
+    return values.iloc[0] if len(values) else default
+
+
 def savings(summary: pd.DataFrame, baseline: dict[str, Any] | None = None) -> pd.DataFrame:
     """Each configuration against the baseline of the same model (and everything else the
-    baseline does not set): ratios of mean training energy (``TRAINING_ENERGY``) and of mean
-    KID, with 95 % intervals where both sides have at least two runs."""
+    baseline does not set): ratios of mean training energy (``TRAINING_ENERGY``), of mean
+    KID and of the mean of the configuration's own quality metric where it is not KID
+    (``<column>_ratio``), with 95 % intervals where both sides have at least two runs."""
     baseline = DEFAULT_BASELINE if baseline is None else baseline
-    keys = [k for k in (*CONFIGURATION_KEYS, "extractor_id") if k in summary and k not in baseline]
+    keys = [k for k in (*configuration_keys(summary), *QUALITY_FIELDS, "extractor_id")
+            if k in summary and k not in baseline]
     rows = []
     for _, row in summary.iterrows():
         match = summary
@@ -172,8 +250,10 @@ def savings(summary: pd.DataFrame, baseline: dict[str, Any] | None = None) -> pd
             match = match[_same(match[key], value)]
         base = match.iloc[0] if len(match) else None
         entry = {"label": row["label"], "baseline": None if base is None else base["label"]}
-        for metric in (TRAINING_ENERGY, "kid"):
+        column = row.get("quality_column", PARETO_QUALITY)
+        for metric in dict.fromkeys((TRAINING_ENERGY, PARETO_QUALITY, column)):
             entry.update(_ratio(metric, row, base))
+        entry.update({key: row[key] for key in QUALITY_FIELDS if key in row})
         rows.append(entry)
     return pd.DataFrame(rows)
 
@@ -213,9 +293,10 @@ def parse_baseline(text: str | None, columns: list[str]) -> dict[str, Any] | Non
         key, value = key.strip(), value.strip()
         if not sep or not key or not value:
             raise ValueError(f"{part!r} is not KEY=VALUE")
-        if key not in CONFIGURATION_KEYS or key not in columns:
+        if key not in (*CONFIGURATION_KEYS, *init_arg_columns(columns)) or key not in columns:
             raise ValueError(
-                f"{key!r} is not a configuration key ({', '.join(CONFIGURATION_KEYS)})")
+                f"{key!r} is not a configuration key ({', '.join(CONFIGURATION_KEYS)}, or an "
+                "init arg of these runs, model.init_args.<name>)")
         try:
             selection[key] = float(value)
         except ValueError:

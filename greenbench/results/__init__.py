@@ -1,15 +1,19 @@
-"""Records into one tidy table, the single loader that ``report`` and ``check`` share, and the
-statistics they share (``stats``). A reader: it never imports torch or Lightning."""
+"""Records into one tidy table, the single loader that ``report`` and ``check`` share, what a
+run's quality is (``quality``), one type per column (``repair``), and the statistics they
+share (``stats``). A reader: it never imports torch or Lightning."""
 
 from greenbench.results.loader import (
+    configuration_keys,
     flatten,
     frame,
     group_keys,
+    init_arg_columns,
     load,
     load_curves,
+    quality_columns,
     read_records,
 )
 from greenbench.store import sweep_folders
 
-__all__ = ["flatten", "frame", "group_keys", "load", "load_curves", "read_records",
-           "sweep_folders"]
+__all__ = ["configuration_keys", "flatten", "frame", "group_keys", "init_arg_columns", "load",
+           "load_curves", "quality_columns", "read_records", "sweep_folders"]

@@ -7,7 +7,12 @@ them). Columns, units in their names:
 * identity: ``run_id``, ``status``, ``reason``, ``sweep``, ``created_at``;
 * the config, as bare columns: ``model``, ``dataset``, ``image_size``, ``precision``,
   ``width``, ``data_fraction``, ``seed``, ``repeat``, ``latent_dim``, ``batch_size``,
-  ``epochs``, ``steps``, ``lr``, and the eval settings as ``eval_<name>``;
+  ``epochs``, ``steps``, ``lr``, and the eval settings as ``eval_<name>``. A user's class has
+  its class path in ``model`` (and a data module's in ``dataset``), null ``image_size``,
+  ``latent_dim`` and ``lr`` (and ``batch_size`` with a data module), and adds ``width_arg``
+  and one column per init arg as the grid set it, ``model.init_args.<name>`` and
+  ``data.init_args.<name>``: config fields like the others (``configuration_keys``), text as
+  text and numbers as numbers;
 * timings: ``setup_s``, ``extractor_s``, ``fit_s`` (the record's ``timings.train_s``: all of
   ``trainer.fit``), ``eval_s``, ``process_s``; training: ``batches``, ``optimizer_steps``,
   ``samples_seen``, ``flops_per_step``;
@@ -28,22 +33,25 @@ them). Columns, units in their names:
   numeric ``precision``), ``density``, ``coverage``, ``memorisation``, ``elbo_nats``,
   ``nll_nats``, ``nll_bits_per_dim``, ``recon_mse``; ``best_epoch``, ``best_kid``,
   ``energy_to_quality_j``; ``extractor_id``, ``extractor_sha256``, ``extractor_accuracy``,
-  ``quality_withheld``;
+  ``quality_withheld``. What quality is for the run: ``quality_metric`` and ``quality_mode``
+  (``max`` or ``min``; ``kid`` and ``min`` for a record that does not say) and
+  ``quality_target``; a metric other than KID has its final value in a column of its own name
+  (``val_acc``) and its best in ``best_<name>`` (``quality_columns``; a name that another
+  column has gets ``quality_`` before it, with a line in ``problems``);
 * environment: ``accelerator``, ``device_name``, ``hostname``, ``greenbench_version``,
   ``git_sha``.
 
 Every column has one type. A number stored as text is read as a number; a value that is not a
 number, not finite, or not plausible (a negative joule, more than ``MAX_PLAUSIBLE``) is missing
 (NaN), and so is a flag that is neither true nor false; other text columns hold text. Each such
-repair is one line in ``problems``. ``load_curves`` gives the quality curves in long form (one
-row per run and epoch), repaired the same way.
+repair is one line in ``problems`` (``results.repair``). ``load_curves`` gives the quality
+curves in long form (one row per run and epoch: ``CURVE_FIELDS``, and a run's own quality
+metric in its column), repaired the same way.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import re
+import functools
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -57,39 +65,74 @@ from greenbench.records import (
     CONFIG_KEYS,
     CONFIGURATION_KEYS,
     CURVE_FIELDS,
-    CURVE_KEYS,
-    TEXT_CONFIG_KEYS,
+    INIT_ARG_COLUMN,
+    INIT_ARGS_KEYS,
+    MODES,
+    WIDTH_ARG_KEY,
 )
+from greenbench.results.quality import (
+    DEFAULT_METRIC,
+    QUALITY_KEYS,
+    Quality,
+    columns,
+    direction,
+    quality_of,
+)
+from greenbench.results.repair import MAX_PLAUSIBLE, repaired, text
 from greenbench.store import SweepStore
 
-QUALITY_KEYS = {  # record key -> column
-    "kid": "kid", "kid_std": "kid_std", "fid": "fid", "precision": "sample_precision",
-    "recall": "sample_recall", "density": "density", "coverage": "coverage",
-    "memorisation": "memorisation", "elbo_nats": "elbo_nats", "nll_nats": "nll_nats",
-    "nll_bits_per_dim": "nll_bits_per_dim", "recon_mse": "recon_mse",
-}
-# No run draws 10^18 J (280 TWh), lasts 10^18 s or scores 10^18: such a value is a broken meter
-# or a damaged file, and drawing it overflows the plots' axes.
-MAX_PLAUSIBLE = 1e18
-TEXT_CONFIG = TEXT_CONFIG_KEYS
-FLAGS = ("energy_measured", "energy_valid", "warmup_only", *(f"reliable_{w}" for w in WINDOWS))
-_AMOUNT = re.compile(  # physical amounts: never negative
-    r"^(energy_.*_j|duration_.*_s|(setup|extractor|fit|eval|process)_s|j_per_1k_samples|"
-    r"idle_power_w|kwh|gco2|intensity_g_per_kwh|pue|train_j|j_per_image|j_per_1k_images|"
-    r"images_per_s|ms_per_batch|generate_s)$")
-COUNTS = ("batches", "optimizer_steps", "samples_seen", "flops_per_step", "node_concurrency",
-          "best_epoch", "epoch", "step")
-SCORES = (*QUALITY_KEYS.values(), "best_kid", "extractor_accuracy", *CURVE_KEYS)
-NUMERIC_CONFIG = tuple(key for key in CONFIG_KEYS if key not in TEXT_CONFIG)
+__all__ = ["MAX_PLAUSIBLE", "QUALITY_FIELDS", "QUALITY_KEYS", "configuration_keys", "flatten",
+           "frame", "group_keys", "init_arg_columns", "load", "load_curves", "quality_columns",
+           "read_records"]
+
+INIT_ARG_PREFIXES = tuple(INIT_ARG_COLUMN.format(section=section, name="")
+                          for section in INIT_ARGS_KEYS)  # model.init_args., data.init_args.
+# What a run's quality is (``quality``): per configuration, split only where it differs
+# between configurations of one model.
+QUALITY_FIELDS = ("quality_metric", "quality_mode")
+
+
+def init_arg_columns(results: pd.DataFrame | Iterable[str]) -> list[str]:
+    """The init-arg columns among ``results``' (``model.init_args.<name>``, then
+    ``data.init_args.<name>``), each section's by name."""
+    names = [str(column) for column in results]
+    return [column for prefix in INIT_ARG_PREFIXES
+            for column in sorted(name for name in names if name.startswith(prefix))]
+
+
+def configuration_keys(results: pd.DataFrame | Iterable[str]) -> list[str]:
+    """The config fields of a configuration present in ``results``: every config axis but seed
+    and repeat, the ``width_arg`` of a user's class, and every init arg of one."""
+    names = set(map(str, results))
+    keys = [key for key in CONFIGURATION_KEYS if key in names]
+    return keys + [WIDTH_ARG_KEY] * (WIDTH_ARG_KEY in names) + init_arg_columns(names)
 
 
 def group_keys(results: pd.DataFrame) -> list[str]:
-    """The keys of a configuration (every config axis but seed and repeat) present in
-    ``results``; split by feature extractor too when the runs used several."""
-    keys = [key for key in CONFIGURATION_KEYS if key in results]
+    """The keys of a configuration present in ``results`` (``configuration_keys``); split by
+    quality metric too where one model's runs name several, and by feature extractor when the
+    runs used several."""
+    keys = configuration_keys(results)
+    for key in QUALITY_FIELDS:
+        if key in results and "model" in results and len(results) and (
+                results.groupby("model", dropna=False)[key].nunique() > 1).any():
+            keys.append(key)
     if results.get("extractor_id") is not None and results["extractor_id"].nunique() > 1:
         keys.append("extractor_id")
     return keys
+
+
+def quality_columns(metric: str) -> tuple[str, str]:
+    """The columns of a quality metric's final and best values: ``val_acc`` and
+    ``best_val_acc``; ``kid`` and ``best_kid``; ``quality_batches`` for a metric named like
+    another column (``results.quality``)."""
+    return columns(metric, _taken())
+
+
+@functools.cache
+def _taken() -> frozenset[str]:
+    """The names of the results table's own columns, and of the curves'."""
+    return frozenset(flatten({})) | {"run_id", "label", WIDTH_ARG_KEY, *CURVE_FIELDS}
 
 
 def _warn(message: str) -> None:
@@ -130,8 +173,14 @@ def load(folders: Iterable[Path], warn: Callable[[str], None] = _warn) -> pd.Dat
 def frame(records: Iterable[dict[str, Any]], problems: list[str] | None = None) -> pd.DataFrame:
     """Records (as dicts) into the results table; each repaired value is reported in
     ``problems`` (one line per column and kind of repair)."""
+    records = list(records)
     table = pd.DataFrame([flatten(record) for record in records])
-    return _repaired(table, problems).copy()  # repairs replace columns one by one: defragment
+    qualities = [(record.get("run_id"), quality_of(record)) for record in records]
+    if problems is not None:
+        problems += _quality_problems(qualities)
+    scores = {column for _, found in qualities for column in quality_columns(found.metric)}
+    # repairs replace columns one by one: defragment
+    return repaired(table, problems, scores=scores).copy()
 
 
 def flatten(record: dict[str, Any]) -> dict[str, Any]:
@@ -145,6 +194,7 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
         "created_at": record.get("created_at"),
         **{key: config.get(key) for key in CONFIG_KEYS},
         **{f"eval_{key}": value for key, value in _dict(config.get("eval")).items()},
+        **_user_class(config),
     }
     timings = _dict(record.get("timings"))
     row.update({
@@ -160,7 +210,7 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
     row.update({key: carbon.get(key) for key in (
         "kwh", "gco2", "intensity_g_per_kwh", "intensity_source", "pue")})
     row.update({key: record.get(key) for key in ("executor", "node", "node_concurrency")})
-    row.update(_quality(_dict(record.get("quality"))))
+    row.update(_quality(record))
     row.update(_generation(_dict(record.get("generation"))))
     env = _dict(record.get("environment"))
     row.update({
@@ -265,14 +315,25 @@ def _warnings(warnings: Any) -> str | None:
     if warnings is None:
         return None
     items = warnings if isinstance(warnings, list) else [warnings]
-    lines = [" ".join(_text(item).split()) for item in items]
+    lines = [" ".join(text(item).split()) for item in items]
     return "\n".join(line for line in lines if line) or None
 
 
-def _quality(quality: dict[str, Any]) -> dict[str, Any]:
+def _user_class(config: dict[str, Any]) -> dict[str, Any]:
+    """The ``width_arg`` and init args of a user's classes, each init arg a column."""
+    row: dict[str, Any] = {WIDTH_ARG_KEY: config[WIDTH_ARG_KEY]} if WIDTH_ARG_KEY in config else {}
+    for section, key in INIT_ARGS_KEYS.items():
+        for name, value in _dict(config.get(key)).items():
+            row[INIT_ARG_COLUMN.format(section=section, name=name)] = value
+    return row
+
+
+def _quality(record: dict[str, Any]) -> dict[str, Any]:
+    quality = _dict(record.get("quality"))
     final, best = _dict(quality.get("final")), _dict(quality.get("best"))
     extractor = _dict(quality.get("extractor"))
-    return {
+    own = quality_of(record)
+    row = {
         **{column: final.get(key) for key, column in QUALITY_KEYS.items()},
         "best_epoch": best.get("epoch"),
         "best_kid": best.get("kid"),
@@ -281,160 +342,67 @@ def _quality(quality: dict[str, Any]) -> dict[str, Any]:
         "extractor_sha256": extractor.get("sha256"),
         "extractor_accuracy": extractor.get("accuracy"),
         "quality_withheld": quality.get("withheld"),
+        "quality_metric": own.metric,
+        "quality_mode": own.mode,
+        "quality_target": own.target,
     }
+    if own.metric != DEFAULT_METRIC:
+        column, best_column = quality_columns(own.metric)
+        row[column], row[best_column] = final.get(own.metric), best.get(own.metric)
+    return row
+
+
+def _quality_problems(qualities: list[tuple[Any, Quality]]) -> list[str]:
+    """One line per quality metric named like another column (its columns are renamed), and
+    per metric whose direction the records contradict or do not give."""
+    renamed: dict[str, list[Any]] = {}
+    modes: dict[tuple[str, str], list[Any]] = {}
+    for run, found in qualities:
+        if found.metric not in QUALITY_KEYS and quality_columns(found.metric)[0] != found.metric:
+            renamed.setdefault(found.metric, []).append(run)
+        written = "" if found.written_mode is None else text(found.written_mode)
+        if found.mode is None or (written in MODES and written != found.mode):
+            modes.setdefault((found.metric, written), []).append(run)
+    lines = []
+    for metric, runs in renamed.items():
+        column, best = quality_columns(metric)
+        lines.append(f"quality.metric: {_runs(runs, 'name')} the metric {metric!r}, which is "
+                     f"already a results column; its values are in {column} and {best}.")
+    for (metric, written), runs in modes.items():
+        if written in MODES:
+            lines.append(f"quality.mode: {_runs(runs, 'give')} mode {written} for {metric}, but "
+                         f"{direction(metric, None)} for {metric}; read as that.")
+        else:
+            given = f"{written!r}, not max or min" if written else "none"
+            lines.append(f"quality.mode: {_runs(runs, 'give')} no mode for {metric} ({given}); "
+                         "they are not ranked by it.")
+    return lines
+
+
+def _runs(runs: list[Any], verb: str) -> str:
+    """``2 runs (a, b) give``, ``1 run (a) gives``."""
+    named = ", ".join(map(str, runs[:3])) + (f" and {len(runs) - 3} more" if len(runs) > 3
+                                             else "")
+    one = len(runs) == 1
+    return f"{len(runs)} run{'' if one else 's'} ({named}) {verb}{'s' if one else ''}"
 
 
 def load_curves(records: Iterable[dict[str, Any]], problems: list[str] | None = None
                 ) -> pd.DataFrame:
-    """The quality curves, one row per run and scored epoch (repaired like ``frame``)."""
-    rows = [
-        {"run_id": record.get("run_id"), **point}
-        for record in records
-        for point in (record.get("quality_curve") if isinstance(record.get("quality_curve"),
-                                                                  list) else [])
-        if isinstance(point, dict)
-    ]
-    curves = pd.DataFrame(rows, columns=["run_id", *CURVE_FIELDS])
-    return _repaired(curves, problems, "quality_curve.")
-
-
-# ---------------------------------------------------------------------------------------------
-# One type per column
-
-
-def _repaired(table: pd.DataFrame, problems: list[str] | None, prefix: str = "") -> pd.DataFrame:
-    found: dict[tuple[str, str], list[tuple[Any, Any]]] = {}  # (column, why) -> (run, value)
-    runs = table["run_id"] if "run_id" in table else pd.Series(index=table.index, dtype=object)
-    for column in table.columns:
-        kind = _kind(column)
-        if kind == "text":
-            table[column] = _as_text(table[column])
-            continue
-        if kind == "flag":
-            repaired, why = _as_flags(table[column])
-        elif kind == "other":
-            table[column] = _uniform(table[column])
-            continue
-        else:
-            repaired, why = _as_numbers(table[column], kind)
-        for index, reason in why.items():
-            found.setdefault((column, reason), []).append((runs.get(index), table.at[index,
-                                                                                       column]))
-        table[column] = repaired
-    if problems is not None:
-        for (column, why), where in found.items():
-            problems.append(_problem(prefix + column, why, where))
-    return table
-
-
-def _kind(column: str) -> str:
-    if column in FLAGS:
-        return "flag"
-    if _AMOUNT.match(column):
-        return "amount"
-    if column in COUNTS:
-        return "count"
-    if column in SCORES:
-        return "score"
-    if column in NUMERIC_CONFIG:
-        return "number"
-    if column.startswith("eval_"):
-        return "other"
-    return "text"
-
-
-def _as_numbers(values: pd.Series, kind: str) -> tuple[pd.Series, dict[Any, str]]:
-    """Floats (or the column's own numeric type), and why a value was changed, by index."""
-    why: dict[Any, str] = {}
-    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        numbers = values
-    else:
-        numbers = pd.Series(math.nan, index=values.index, dtype=float)
-        for index, value in values[values.notna()].items():  # each value that is there
-            number = _number(value)
-            if isinstance(value, str) and not math.isnan(number):
-                why[index] = "text"
-            elif math.isnan(number):
-                why[index] = "not a number"
-            numbers[index] = number
-    floats = numbers.astype(float)
-    low = 0.0 if kind in ("amount", "count") else -MAX_PLAUSIBLE
-    high = math.inf if kind == "count" else MAX_PLAUSIBLE
-    if kind == "number":
-        low, high = -math.inf, math.inf
-    present = floats.notna()
-    bad = present & ~(floats.abs().lt(math.inf) & floats.ge(low) & floats.le(high))
-    for index in floats.index[bad]:
-        why[index] = "implausible"
-    return (numbers.where(~bad) if bad.any() else numbers), why
-
-
-def _number(value: Any) -> float:
-    if _missing(value) or isinstance(value, bool):
-        return math.nan
-    try:
-        return float(value.strip() if isinstance(value, str) else value)
-    except (TypeError, ValueError, OverflowError):
-        return math.nan
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _as_flags(values: pd.Series) -> tuple[pd.Series, dict[Any, str]]:
-    why = {index: "not a flag" for index, value in values.items()
-           if not _missing(value) and not isinstance(value, bool)}
-    if not why:
-        return values, why
-    return values.where(~values.index.isin(list(why)), None).astype(object), why
-
-
-def _as_text(values: pd.Series) -> pd.Series:
-    if pd.api.types.is_string_dtype(values) and not pd.api.types.is_object_dtype(values):
-        return values  # pandas' own text type: text already
-    if all(isinstance(value, str) or _missing(value) for value in values):
-        return values
-    return values.map(lambda value: None if _missing(value) else _text(value))
-
-
-def _uniform(values: pd.Series) -> pd.Series:
-    """A column of unknown meaning: left as it is when its values are of one kind (integers too
-    large for 64 bits as floats), else text."""
-    if pd.api.types.is_numeric_dtype(values) or not pd.api.types.is_object_dtype(values):
-        return values
-    kinds = {type(value) for value in values if not _missing(value)}
-    if kinds <= {int, float}:
-        return values.map(_number).astype(float)
-    if len(kinds) <= 1 and not kinds & {dict, list}:
-        return values
-    return _as_text(values)
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, default=str)
-    return str(value)
-
-
-def _problem(column: str, why: str, where: list[tuple[Any, Any]]) -> str:
-    runs = [str(run) for run, _ in where]
-    named = ", ".join(runs[:3]) + (f" and {len(runs) - 3} more" if len(runs) > 3 else "")
-    one = len(runs) == 1
-    counted = f"{len(runs)} run{'' if one else 's'} ({named})"
-    holds = "holds" if one else "hold"
-    value = where[0][1]
-    example = f"{value:g}" if isinstance(value, float) else _text(value)
-    example = example if len(example) <= 40 else example[:39] + "…"
-    example = repr(example) if isinstance(value, str) else example
-    return {
-        "text": f"{column}: {counted} stored it as text, e.g. {example}; read as a number.",
-        "not a number": f"{column}: {counted} {holds} a value that is not a number, e.g. "
-                        f"{example}; treated as missing.",
-        "implausible": f"{column}: {counted} {holds} a value that is not plausible, e.g. "
-                       f"{example}; treated as missing.",
-        "not a flag": f"{column}: {counted} {holds} a value that is neither true nor false, "
-                      f"e.g. {example}; treated as missing.",
-    }[why]
+    """The quality curves, one row per run and scored epoch (repaired like ``frame``): the
+    ``CURVE_FIELDS``, and a run's own quality metric in its column (``val_acc``)."""
+    rows, extra = [], {}
+    for record in records:
+        curve = record.get("quality_curve")
+        metric = quality_of(record).metric
+        column = None if metric in CURVE_FIELDS else quality_columns(metric)[0]
+        for point in curve if isinstance(curve, list) else []:
+            if not isinstance(point, dict):
+                continue
+            row = {"run_id": record.get("run_id"), **point}
+            if column is not None:
+                row[column] = point.get(metric)
+                extra[column] = None
+            rows.append(row)
+    curves = pd.DataFrame(rows, columns=["run_id", *CURVE_FIELDS, *extra])
+    return repaired(curves, problems, "quality_curve.", scores=set(extra))
