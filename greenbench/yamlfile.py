@@ -292,6 +292,9 @@ def describe_error(error: dict, schema: type[BaseModel]) -> str:
         message = f"{value} is not one of {choices}"
     elif kind == "value_error":
         message = str(error["ctx"]["error"])
+        if message[:1] in (".", "["):  # the message names a field below the location
+            below, _, message = message.partition(": ")
+            field += below
     elif kind in _PLAIN_WORDS:
         message = f"{value} {_PLAIN_WORDS[kind]}"
     else:
@@ -314,9 +317,12 @@ _PLAIN_WORDS = {
 
 
 def format_loc(loc: tuple) -> str:
-    """``('grid', 'precision', 1)`` -> ``grid.precision[1]``."""
+    """``('grid', 'precision', 1)`` -> ``grid.precision[1]``; a union's tag (``<class>``) is not
+    a field and is left out."""
     out = ""
     for part in loc:
+        if isinstance(part, str) and part.startswith("<"):
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
         else:
@@ -370,7 +376,7 @@ def _field_names(schema: type[BaseModel], loc: tuple) -> list[str]:
     """Field names of the (sub-)schema that ``loc`` points into; [] if it is not a schema."""
     current: Any = schema
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) or part.startswith("<"):
             continue
         model = _as_model(current)
         if model is None or part not in model.model_fields:

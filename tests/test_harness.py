@@ -15,7 +15,7 @@ from greenbench.records import RunSpec, to_json
 from tests.helpers import TRAIN_COUNT, idx_bytes, tiny_spec, write_idx_dataset
 
 RECORD_KEYS = [
-    "schema", "run_id", "status", "reason", "sweep", "config", "data", "timings", "train",
+    "schema", "run_id", "status", "reason", "sweep", "config", "model", "data", "timings", "train",
     "flops_per_step", "energy", "carbon", "quality", "quality_curve", "generation", "executor",
     "node", "node_concurrency", "environment", "created_at",
 ]

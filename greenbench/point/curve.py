@@ -1,81 +1,131 @@
-"""Quality along training: score the model every N epochs, inside the energy callback's eval
-window, and keep each point with the training joules spent to reach it.
+"""Quality along training: the module's logged metric after each validation, and the
+feature-space scores every N epochs for a module that can sample, each point with the training
+joules spent to reach it.
 
-From the curve come ``energy_to_quality_j`` (the training joules until KID first reached a
-target, the energy analogue of time-to-accuracy) and the best point (GAN quality is not
-monotonic, so best and final are both reported).
+A point is taken at the end of every epoch that ran a validation loop (its logged metrics as
+Lightning aggregated them; several validations in one epoch give the last) or that is due for
+scoring (``every_n_epochs``, inside the energy callback's ``eval`` window). From the curve come
+``energy_to_quality_j`` (the training joules until the quality metric first reached a target,
+the energy analogue of time-to-accuracy) and the best point (GAN quality is not monotonic, so
+best and final are both reported).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from greenbench.energy.callback import EnergyCallback
-from greenbench.records import CURVE_KEYS, HIGHER_IS_BETTER
+from greenbench.records import CURVE_KEYS, higher_is_better
 
 
 class QualityCurve(Callback):
-    """Calls ``score(module)`` at the end of every ``every_n_epochs``-th epoch (None: never;
-    the harness scores the end of training itself) and records the points."""
+    """Keeps the quality points of one fit: ``{"epoch", "step", "train_j", "scores"}``.
+
+    ``score(module)`` gives the feature-space scores (None: the module cannot sample); it runs
+    at the end of every ``every_n_epochs``-th epoch (None: never; the harness scores the end of
+    training itself). ``metric`` is the quality metric, kept from what the module logs."""
 
     def __init__(
         self,
-        score: Callable[[LightningModule], dict[str, Any]],
+        score: Callable[[LightningModule], dict[str, Any]] | None,
         energy: EnergyCallback,
         every_n_epochs: int | None = None,
+        metric: str = "kid",
     ):
         self.score = score
         self.energy = energy
         self.every_n_epochs = every_n_epochs
-        self.points: list[dict[str, Any]] = []  # {"epoch", "step", "train_j", "scores"}
+        self.metric = metric
+        self.points: list[dict[str, Any]] = []
         self.epochs_ended = 0  # a budget in steps may end the last epoch early; it counts
         self.seconds = 0.0  # wall time spent scoring, all points together
+        self.logged_names: set[str] = set()  # every metric the module logged, for a reason
+        self._logged: dict[str, float] | None = None  # the latest validation's, this epoch
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._logged = self.read_logged(trainer)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.epochs_ended += 1
-        if self.every_n_epochs and self.epochs_ended % self.every_n_epochs == 0:
-            self.add(pl_module, self.epochs_ended, trainer.global_step)
+        due = bool(self.every_n_epochs) and self.epochs_ended % self.every_n_epochs == 0
+        if due or self._logged is not None:
+            self.add(pl_module, self.epochs_ended, trainer.global_step, score=due)
 
-    def add(self, module: LightningModule, epoch: int, step: int) -> dict[str, Any]:
-        """Score ``module`` now, as ``eval`` energy, and append the point."""
-        started = time.perf_counter()
-        with self.energy.eval_window():
-            scores = self.score(module)
-        self.seconds += time.perf_counter() - started
+    def read_logged(self, trainer: Trainer) -> dict[str, float]:
+        """The scalar metrics the module has logged, as floats (a window edge: reading them
+        synchronises the device once per validation, never per batch)."""
+        logged = {}
+        for name, value in trainer.callback_metrics.items():
+            scalar = value.numel() == 1 if isinstance(value, torch.Tensor) else (
+                isinstance(value, (int, float)) and not isinstance(value, bool))
+            if scalar:
+                logged[name] = float(value)
+        self.logged_names.update(logged)
+        return logged
+
+    def add(self, module: LightningModule, epoch: int, step: int, *, score: bool = True,
+            logged: dict[str, float] | None = None) -> dict[str, Any]:
+        """Take a point now: ``score`` it (as ``eval`` energy) when asked and the module can
+        sample, with the metric from ``logged`` or the epoch's latest validation."""
+        logged = self._logged if logged is None else logged
+        self._logged = None
+        scores: dict[str, Any] = {}
+        if logged is not None and self.metric in logged and math.isfinite(logged[self.metric]):
+            scores[self.metric] = logged[self.metric]
         point = {"epoch": epoch, "step": step, "train_j": self.energy.training_joules(),
-                 "scores": scores}
+                 "scores": scores, "scored": False}
+        if score:
+            self.complete(point, module)
         self.points.append(point)
         return point
 
+    def complete(self, point: dict[str, Any], module: LightningModule) -> None:
+        """Add the feature-space scores to ``point`` unless it has them or the module cannot
+        sample (the end of training of a module whose last validation made the point)."""
+        if point["scored"] or self.score is None:
+            return
+        started = time.perf_counter()
+        with self.energy.eval_window():
+            point["scores"].update(self.score(module))
+        self.seconds += time.perf_counter() - started
+        point["scored"] = True
+
     def record(self) -> list[dict[str, Any]]:
-        """The curve as records keep it: epoch, step, train_j and the headline metrics."""
+        """The curve as records keep it: epoch, step, train_j, the headline scores and the
+        quality metric under its own name."""
+        keys = CURVE_KEYS if self.metric in CURVE_KEYS else (*CURVE_KEYS, self.metric)
         return [
             {"epoch": p["epoch"], "step": p["step"], "train_j": p["train_j"],
-             **{key: p["scores"].get(key) for key in CURVE_KEYS}}
+             **{key: p["scores"].get(key) for key in keys}}
             for p in self.points
         ]
 
 
-def best_point(points: list[dict[str, Any]], metric: str = "kid") -> dict[str, Any] | None:
-    """The point with the best ``metric`` (its declared direction), or None when no point has
-    one."""
+def best_point(points: list[dict[str, Any]], metric: str = "kid", mode: str | None = None
+               ) -> dict[str, Any] | None:
+    """The point with the best ``metric`` in its direction, or None when no point has one."""
     scored = [p for p in points if p["scores"].get(metric) is not None]
     if not scored:
         return None
-    pick = max if HIGHER_IS_BETTER[metric] else min
+    pick = max if higher_is_better(metric, mode) else min
     return pick(scored, key=lambda p: p["scores"][metric])
 
 
-def energy_to_quality(points: list[dict[str, Any]], target_kid: float | None) -> float | None:
-    """Training joules spent until KID first reached ``target_kid``; None if it never did."""
-    if target_kid is None:
+def energy_to_quality(points: list[dict[str, Any]], target: float | None, metric: str = "kid",
+                      mode: str | None = None) -> float | None:
+    """Training joules spent until ``metric`` first reached ``target``; None if it never did."""
+    if target is None:
         return None
+    higher = higher_is_better(metric, mode)
     for point in points:
-        kid = point["scores"].get("kid")
-        if kid is not None and kid <= target_kid:
+        value = point["scores"].get(metric)
+        if value is not None and (value >= target if higher else value <= target):
             return point["train_j"]
     return None

@@ -17,27 +17,39 @@ import traceback
 from typing import Any
 
 import torch
-from lightning.pytorch import Trainer, seed_everything
-from torch.utils.data import DataLoader, TensorDataset
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer, seed_everything
+from lightning.pytorch.utilities.model_helpers import is_overridden
+from torch.utils.data import DataLoader
 
-from greenbench import data, environment
+from greenbench import environment
+from greenbench.data.module import BuiltinDataModule
 from greenbench.energy.callback import EnergyCallback
 from greenbench.energy.carbon import resolve_intensity
 from greenbench.energy.monitor import MIN_WINDOW_PERIODS
-from greenbench.models import build_model
+from greenbench.models import plugins
 from greenbench.point import generation
-from greenbench.point.curve import QualityCurve, best_point, energy_to_quality
+from greenbench.point.curve import QualityCurve
 from greenbench.point.flops import StepFlops
 from greenbench.point.images import grid_png
+from greenbench.point.scoring import (
+    Scorer,
+    ScoringData,
+    extractor_for,
+    missing_metric,
+    quality_record,
+)
+from greenbench.point.subset import ALL, gather_images, plain_loader, training_subset
 from greenbench.point.training import TrainingMonitor
-from greenbench.quality.evaluate import EvalData, EvalSettings, evaluate
-from greenbench.quality.extractor import ACCURACY_FLOOR, Extractor, load_or_build
 from greenbench.records import (
+    DEFAULT_QUALITY,
     DIVERGED,
     FAILED,
     GENERATE_DEFAULTS,
+    INIT_ARGS_KEYS,
     OK,
+    QUALITY_KEY,
     SKIPPED,
+    WIDTH_ARG_KEY,
     PointResult,
     RunSpec,
     finish,
@@ -65,19 +77,33 @@ def run_point(spec: RunSpec) -> PointResult:
 
 def _run(spec: RunSpec, result: PointResult, codecarbon_dir: str) -> tuple[str, str | None]:
     config, record, timings = spec.config, result.record, result.record["timings"]
+    quality = quality_settings(config)
     started = time.perf_counter()
     seed_everything(config["seed"], verbose=False)
-    images = data.load_dataset(config["dataset"], spec.dataset_root, config["image_size"])
-    loader, train_images, record["data"] = _training_data(spec, images)
-    model = build_model(
-        config["model"], image_size=config["image_size"], channels=record["data"]["channels"],
-        width=config["width"], latent_dim=config["latent_dim"], lr=config["lr"],
-    )
+    with plugins.importable_from(spec.import_path):
+        datamodule, record["data"] = _data_module(spec)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        loader, subset = training_subset(datamodule.train_dataloader(), config["data_fraction"],
+                                         config["seed"])
+        record["data"].update(subset)
+        if isinstance(datamodule, BuiltinDataModule):
+            record["data"].update(_builtin_summary(datamodule, subset))
+        model_class, init_args = _model_class(config, loader)
+        model = model_class(**init_args)
+    record["model"] = {"class_path": _dotted(model_class), "init_args": init_args,
+                       "source_sha256": plugins.source_sha256(model_class)}
+    has_val_data = is_overridden("val_dataloader", datamodule, LightningDataModule)
+    validates = has_val_data and is_overridden("validation_step", model, LightningModule)
+    val_loader = datamodule.val_dataloader() if validates else None
+    generative = plugins.is_generative(model_class)
+    scoring = _scoring_data(datamodule if has_val_data else None, loader,
+                            subset["subset"] != ALL, generative)
     monitor = TrainingMonitor(max_batches=config["steps"])
     energy = _energy_callback(spec, codecarbon_dir)
     flops = StepFlops()
-    scorer = _Scorer(EvalData(images.test_images, train_images), config)
-    curve = QualityCurve(scorer, energy, config["eval"]["every_n_epochs"])
+    scorer = Scorer(scoring, config) if generative else None
+    curve = QualityCurve(scorer, energy, config["eval"]["every_n_epochs"], quality["metric"])
     trainer = _trainer(config, [monitor, energy, flops, curve])
     device = trainer.strategy.root_device
     record["environment"] = environment.describe(
@@ -89,14 +115,15 @@ def _run(spec: RunSpec, result: PointResult, codecarbon_dir: str) -> tuple[str, 
         return SKIPPED, unavailable
 
     started = time.perf_counter()
-    extractor, withheld = _extractor(config, images)
-    scorer.extractor = None if withheld else extractor  # withheld: no feature-space metrics
+    extractor, withheld = extractor_for(config, scoring) if generative else (None, None)
+    if scorer is not None:
+        scorer.extractor = None if withheld else extractor  # withheld: no feature-space metrics
     timings["extractor_s"] = _since(started)
 
     started = time.perf_counter()
     generated: dict[str, Any] | None = None
     try:
-        trainer.fit(model, loader)
+        trainer.fit(model, loader, val_loader)
         timings["train_s"] = _since(started)
         record["train"] = {
             "batches": monitor.batches,
@@ -110,15 +137,25 @@ def _run(spec: RunSpec, result: PointResult, codecarbon_dir: str) -> tuple[str, 
 
         final = curve.points[-1] if curve.points else None
         if final is None or final["step"] != trainer.global_step:
-            final = curve.add(model, curve.epochs_ended, trainer.global_step)
+            logged = None
+            if validates:  # after fit: the energy callback measures it as eval
+                trainer.validate(model, val_loader, verbose=False)
+                logged = curve.read_logged(trainer)
+            final = curve.add(model, curve.epochs_ended, trainer.global_step, logged=logged)
+        curve.complete(final, model)  # a point made by the last validation is not scored yet
         timings["eval_s"] = round(curve.seconds, 3)  # every scoring, during fit and after
-        if not torch.isfinite(scorer.samples).all():
-            return DIVERGED, "generated samples are not finite after training"
-        result.files[f"samples/{spec.run_id}.png"] = grid_png(scorer.samples[:SAMPLE_GRID])
-        record["quality"] = _quality(final, curve, extractor, withheld, config)
+        curve.read_logged(trainer)  # what was logged by the end, to name if the metric is not
+        missing = missing_metric(curve, quality["metric"])
+        if missing:
+            return FAILED, missing
+        if scorer is not None:
+            if not torch.isfinite(scorer.samples).all():
+                return DIVERGED, "generated samples are not finite after training"
+            result.files[f"samples/{spec.run_id}.png"] = grid_png(scorer.samples[:SAMPLE_GRID])
+        record["quality"] = quality_record(final, curve, extractor, withheld, quality)
         record["quality_curve"] = curve.record()
         settings = {**GENERATE_DEFAULTS, **spec.generate}
-        if settings["num_images"] and hasattr(model, "sample"):
+        if settings["num_images"] and generative:
             generated = generation.generate(model, trainer, energy, **settings)
         return OK, None
     finally:
@@ -132,75 +169,67 @@ def _run(spec: RunSpec, result: PointResult, codecarbon_dir: str) -> tuple[str, 
                 result.files[f"codecarbon/{spec.run_id}{suffix}.csv"] = path.read_bytes()
 
 
-class _Scorer:
-    """Scores a model with the point's settings and keeps the samples of the latest call."""
-
-    def __init__(self, eval_data: EvalData, config: dict[str, Any]):
-        self.eval_data = eval_data
-        self.settings = EvalSettings(
-            num_samples=config["eval"]["num_samples"],
-            importance_samples=config["eval"]["importance_samples"],
-            seed=config["seed"],
-        )
-        self.extractor: Extractor | None = None
-        self.samples = torch.empty(0)
-
-    def __call__(self, model: torch.nn.Module) -> dict[str, Any]:
-        scores, self.samples = evaluate(model, self.eval_data, self.extractor, self.settings)
-        return scores
+def quality_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """What the point's quality is: its config's ``quality``, or KID to ``eval.target_kid``."""
+    if QUALITY_KEY in config:
+        return config[QUALITY_KEY]
+    return {**DEFAULT_QUALITY, "target": config["eval"]["target_kid"]}
 
 
-def _extractor(config: dict[str, Any], images: data.ImageData) -> tuple[Extractor, str | None]:
-    """The pinned feature extractor, and why its metrics are withheld (accuracy too low)."""
-    extractor = load_or_build(config["dataset"], config["image_size"], images)
-    floor = config["eval"]["min_extractor_accuracy"]
-    floor = floor if floor is not None else ACCURACY_FLOOR.get(config["dataset"])
-    if floor is not None and extractor.accuracy < floor:
-        return extractor, (
-            f"feature-space metrics withheld: extractor {extractor.id} has test accuracy "
-            f"{extractor.accuracy:.3f}, below the floor {floor}"
-        )
-    return extractor, None
-
-
-def _quality(
-    final: dict[str, Any], curve: QualityCurve, extractor: Extractor, withheld: str | None,
-    config: dict[str, Any],
-) -> dict[str, Any]:
-    best = best_point(curve.points)
-    return {
-        "final": {"epoch": final["epoch"], **final["scores"]},
-        "best": {"epoch": best["epoch"], **best["scores"]} if best else None,
-        "extractor": extractor.record(),
-        "withheld": withheld,
-        "energy_to_quality_j": energy_to_quality(curve.points, config["eval"]["target_kid"]),
-    }
-
-
-def _training_data(
-    spec: RunSpec, images: data.ImageData
-) -> tuple[DataLoader, torch.Tensor, dict[str, Any]]:
+def _data_module(spec: RunSpec) -> tuple[LightningDataModule, dict[str, Any]]:
+    """The point's data module (a built-in dataset's, or the config's class) and what the
+    record says of it."""
     config = spec.config
-    keep = data.fraction_indices(
-        images.train_labels.numpy(), config["data_fraction"], config["seed"]
-    )
-    keep = torch.from_numpy(keep)
-    loader = DataLoader(
-        TensorDataset(images.train_images[keep], images.train_labels[keep]),
-        batch_size=config["batch_size"],
-        shuffle=True,
-        drop_last=True,  # BatchNorm and a fair per-step cost both want full batches
-        generator=torch.Generator().manual_seed(config["seed"]),
-    )
-    summary = {
-        "root": spec.dataset_root,
-        "train_images": len(keep),
-        "train_split_images": len(images.train_labels),
-        "test_images": len(images.test_labels),
-        "channels": images.train_images.shape[1],
-        "image_size": images.train_images.shape[-1],
-    }
-    return loader, images.train_images[keep], summary
+    if INIT_ARGS_KEYS["data"] not in config:
+        module = BuiltinDataModule(config["dataset"], spec.dataset_root, config["image_size"],
+                                   config["batch_size"], config["seed"])
+        return module, {"root": spec.dataset_root}
+    data_class = plugins.import_class(config["dataset"], "data.class_path")
+    init_args = config[INIT_ARGS_KEYS["data"]]
+    return data_class(**init_args), {
+        "class_path": config["dataset"], "init_args": init_args,
+        "source_sha256": plugins.source_sha256(data_class)}
+
+
+def _builtin_summary(datamodule: BuiltinDataModule, subset: dict[str, Any]) -> dict[str, Any]:
+    images = datamodule.images
+    return {"train_images": subset["train_items"],
+            "train_split_images": len(images.train_labels),
+            "test_images": len(images.test_labels), "channels": images.train_images.shape[1],
+            "image_size": images.train_images.shape[-1]}
+
+
+def _model_class(config: dict[str, Any], loader: DataLoader) -> tuple[type, dict[str, Any]]:
+    """The class to train and its init args: a reference model's from the config (the image
+    geometry from the data), a user's from ``model_init_args`` with ``width`` applied."""
+    model_class = plugins.import_class(plugins.class_path(config["model"]), "model.class_path")
+    if INIT_ARGS_KEYS["model"] not in config:  # gan, vae: the harness derives the init args
+        images = loader.dataset[0][0]
+        return model_class, {
+            "image_size": config["image_size"], "channels": images.shape[0],
+            "width": config["width"], "latent_dim": config["latent_dim"], "lr": config["lr"]}
+    return model_class, plugins.scaled_init_args(
+        config[INIT_ARGS_KEYS["model"]], config[WIDTH_ARG_KEY], config["width"], model_class)
+
+
+def _scoring_data(datamodule: LightningDataModule | None, loader: DataLoader, subset: bool,
+                  generative: bool) -> ScoringData:
+    """The images a generative point is scored on: the whole training split (and its labels,
+    for the extractor), the part of it the model trained on, and the validation split (none
+    when the data module has no ``val_dataloader``). Nothing for a module that cannot sample."""
+    if not generative:
+        return ScoringData(None, None, None, None, None)
+    split = loader.dataset.dataset if subset else loader.dataset
+    train_images, train_labels = gather_images(plain_loader(split, loader))
+    seen_images = gather_images(plain_loader(loader.dataset, loader))[0] if subset \
+        else train_images
+    val_images, val_labels = gather_images(datamodule.val_dataloader()) \
+        if datamodule is not None else (None, None)
+    return ScoringData(train_images, train_labels, seen_images, val_images, val_labels)
+
+
+def _dotted(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _energy_callback(spec: RunSpec, codecarbon_dir: str) -> EnergyCallback:

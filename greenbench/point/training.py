@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities.data import extract_batch_size
 
 
 class TrainingMonitor(Callback):
@@ -41,7 +42,7 @@ class TrainingMonitor(Callback):
         batch_idx: int,
     ) -> None:
         self.batches += 1
-        self.samples += len(batch[0])
+        self.samples += _batch_size(batch)
         losses = _loss_tensors(outputs)
         if losses:
             values = torch.stack([loss.float().reshape(()) for loss in losses.values()])
@@ -88,6 +89,13 @@ class TrainingMonitor(Callback):
                 self.divergence = f"{name} became {value} at step {step}"
                 trainer.should_stop = True
                 return
+
+
+def _batch_size(batch: Any) -> int:
+    try:
+        return extract_batch_size(batch)
+    except Exception:  # a batch Lightning cannot size counts as no samples
+        return 0
 
 
 def _loss_tensors(outputs: Any) -> dict[str, torch.Tensor]:

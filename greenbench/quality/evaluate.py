@@ -14,6 +14,7 @@ random stream untouched.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +53,7 @@ def evaluate(
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(settings.seed)
         generator = torch.Generator().manual_seed(settings.seed)
-        samples = model.sample(settings.num_samples, generator=generator).cpu()
+        samples = _sample(model, settings.num_samples, generator).cpu().float()
         scores: dict[str, Any] = {}
         if not torch.isfinite(samples).all():
             return scores, samples
@@ -64,6 +65,15 @@ def evaluate(
         if hasattr(model, "importance_nll"):
             scores.update(likelihood(model, data.test_images, settings))
     return scores, samples
+
+
+@torch.no_grad()
+def _sample(model: torch.nn.Module, count: int, generator: torch.Generator) -> torch.Tensor:
+    """``model.sample(count)``, with the seeded generator when ``sample`` takes one (the
+    reference models do; a user's ``sample(n)`` draws from the seeded global stream)."""
+    if "generator" in inspect.signature(model.sample).parameters:
+        return model.sample(count, generator=generator)
+    return model.sample(count)
 
 
 @torch.no_grad()

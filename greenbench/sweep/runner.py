@@ -17,6 +17,7 @@ from pathlib import Path
 from greenbench.errors import UserError
 from greenbench.records import FAILED, FINAL, PointResult, RunSpec, to_json
 from greenbench.store import SweepStore
+from greenbench.sweep import classes
 from greenbench.sweep.executors import Executor
 from greenbench.sweep.progress import SweepProgress
 from greenbench.sweep.schema import Sweep, expand
@@ -73,6 +74,8 @@ def run_sweep(
         for path, why in points.unreadable:
             progress.note(f"warning: {path} is not a record this greenbench reads ({why}); "
                           "its point runs again and replaces it")
+        for line in changed_sources(sweep, points.records):
+            progress.note(f"warning: {line}")
         statuses = {
             s.run_id: points.records[s.run_id]["status"]
             for s in points.specs
@@ -85,6 +88,23 @@ def run_sweep(
                 statuses[spec.run_id] = result.record["status"]
                 progress.end_point(spec, result.record)
     return SweepOutcome(store.directory, statuses, len(points.to_run))
+
+
+def changed_sources(sweep: Sweep, records: dict[str, dict]) -> list[str]:
+    """One line per class of ``sweep`` whose source file differs from the one recorded points
+    were trained with (run_ids hash class paths and init args, not file contents)."""
+    if sweep.model_class is None and sweep.data is None:
+        return []
+    digests = classes.source_digests(sweep)
+    stale: Counter = Counter()
+    for record in records.values():
+        for section in ("model", "data"):
+            recorded = record.get(section)
+            if isinstance(recorded, dict) and recorded.get("class_path") in digests and \
+                    recorded.get("source_sha256") != digests[recorded["class_path"]]:
+                stale[recorded["class_path"]] += 1
+    return [f"the source of {path} changed since {count} recorded point(s) ran; they are kept "
+            "as they are (--force runs them again)" for path, count in stale.items()]
 
 
 def _store(store: SweepStore, spec: RunSpec, result: PointResult) -> None:

@@ -10,7 +10,10 @@ A sweep file names a study and the axes it varies::
       precision: [32-true, bf16-mixed]
 
 Each axis is a single value at the top level or a list under ``grid``; the grid's product times
-``repeats`` gives the points of the sweep. Every point becomes a ``RunSpec`` whose ``run_id`` is a
+``repeats`` gives the points of the sweep. ``model`` is a reference model's name or a class,
+``{class_path, init_args, width_arg}``, and ``data`` a LightningDataModule class in place of a
+built-in ``dataset``; any of their init args may be a grid axis (``model.init_args.lr``).
+Every point becomes a ``RunSpec`` whose ``run_id`` is a
 hash of what is trained (its resolved ``config``), so the same point has the same id on any
 machine, whatever the sweep's name, output folder or executor.
 """
@@ -21,143 +24,50 @@ import itertools
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import PrivateAttr, field_validator, model_validator
 
 from greenbench import data, models
 from greenbench.energy.carbon import resolve_intensity
 from greenbench.errors import UserError
-from greenbench.records import GENERATE_DEFAULTS, RunSpec, run_id
-from greenbench.yamlfile import StrictModel, load_yaml, number, validate
+from greenbench.records import (
+    DEFAULT_QUALITY,
+    INIT_ARG_COLUMN,
+    INIT_ARGS_KEYS,
+    QUALITY_KEY,
+    WIDTH_ARG_KEY,
+    RunSpec,
+    run_id,
+)
+from greenbench.sweep import classes
+from greenbench.sweep.sections import (
+    AXES,
+    MAX_POINTS,
+    BatchSize,
+    CarbonSection,
+    Count,
+    DataSection,
+    DatasetSection,
+    EnergySection,
+    EvalSection,
+    ExecutorSection,
+    Fraction,
+    GenerateSection,
+    Grid,
+    LatentDim,
+    ModelChoice,
+    ModelSection,
+    Precision,
+    QualitySection,
+    Seed,
+    TrainSection,
+    Width,
+)
+from greenbench.yamlfile import StrictModel, load_yaml, validate
 
-PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
-AXES = ("model", "precision", "width", "data_fraction", "seed", "latent_dim", "batch_size")
-MAX_POINTS = 100_000  # points of one sweep, repeats included
-
-
-
-
-ModelName = Literal[models.MODELS]
-DatasetName = Literal[data.DATASETS]
-Precision = Literal[PRECISIONS]
-Width = number(float, gt=0, le=16)
-Fraction = number(float, gt=0, le=1)
-Seed = number(int, ge=0, lt=2**32)
-LatentDim = number(int, ge=1, le=1024)
-BatchSize = number(int, ge=2, le=65536)  # BatchNorm needs two images per batch
-ImageSize = number(int, ge=8, le=64)
-Count = number(int, ge=1)
-LearningRate = number(float, gt=0)
-
-
-def _axis(item: Any) -> Any:
-    return Annotated[list[item], Field(min_length=1)] | None
-
-
-class DatasetSection(StrictModel):
-    name: DatasetName = "digits"
-    image_size: ImageSize | None = None
-    root: str | None = None
-
-    @property
-    def resolved_image_size(self) -> int:
-        return self.image_size or data.DEFAULT_IMAGE_SIZE[self.name]
-
-
-class TrainSection(StrictModel):
-    epochs: Count | None = None
-    steps: Count | None = None  # training batches
-    lr: LearningRate | None = None  # default: the model's own
-
-    @model_validator(mode="after")
-    def _one_budget(self) -> TrainSection:
-        if self.epochs is not None and self.steps is not None:
-            raise ValueError("give epochs or steps, not both")
-        return self
-
-
-class EvalSection(StrictModel):
-    """How samples are scored; part of what a point is, so part of its run_id."""
-
-    num_samples: number(int, ge=10, le=100_000) = 1000
-    every_n_epochs: number(int, ge=1) | None = None  # None: score the end of training only
-    target_kid: number(float, ge=0) | None = None
-    min_extractor_accuracy: number(float, ge=0, le=1) | None = None
-    # VAE only: k of the importance-weighted NLL. 16 is within 0.3 nats of k = 64 on digits and
-    # keeps scoring a 20-epoch digits VAE under 15 % of its training energy (64 costs ~20 %).
-    importance_samples: number(int, ge=1, le=10_000) = 16
-
-
-class EnergySection(StrictModel):
-    """How energy is measured; not part of a point's run_id."""
-
-    idle_seconds: number(float, ge=0, le=600) = 5.0
-    # The idle baseline is measured once per sweep and node, and again when older than this;
-    # 0 measures it in every point.
-    idle_every_s: number(float, ge=0) = 600.0
-    warmup_steps: number(int, ge=0) = 10  # training batches
-    sample_hz: number(float, gt=0, le=1000) = 10.0
-    min_window_periods: number(float, ge=1, le=1000) = 10.0  # for a window to be reliable
-    cooldown_s: number(float, ge=0, le=3600) = 0.0  # GPU: wait to cool before the baseline
-
-
-class GenerateSection(StrictModel):
-    """Sampling energy: what each generative point generates after training in its generate
-    window; not part of a point's run_id. ``num_images: 0`` measures no generation."""
-
-    num_images: number(int, ge=0, le=1_000_000) = GENERATE_DEFAULTS["num_images"]
-    batch_size: number(int, ge=1, le=65536) = GENERATE_DEFAULTS["batch_size"]
-
-
-class CarbonSection(StrictModel):
-    """How joules become grams of CO2; not part of a point's run_id."""
-
-    country_iso_code: Annotated[str, Field(pattern=r"^[A-Za-z]{3}$")] | None = None
-    intensity_g_per_kwh: number(float, ge=0) | None = None
-    pue: number(float, ge=1, le=10) = 1.0
-
-    @model_validator(mode="after")
-    def _one_intensity(self) -> CarbonSection:
-        if self.country_iso_code is not None and self.intensity_g_per_kwh is not None:
-            raise ValueError("give country_iso_code or intensity_g_per_kwh, not both")
-        return self
-
-
-class ExecutorSection(StrictModel):
-    """Where points run; not part of a point's run_id."""
-
-    kind: Literal["local", "ray"] = "local"
-    address: str | None = None  # ray: None starts Ray here; "auto" or host:port joins a cluster
-    gpus_per_point: number(float, ge=0) | None = None  # ray: default 1 with GPUs, 0 without
-    cpus_per_point: number(float, gt=0) = 1.0
-    exclusive_node: bool = False  # ray: one point per node, so CPU and RAM energy is its own
-    # local: fork each point from one process that imported torch and Lightning once (warm),
-    # or start a new interpreter per point (cold)
-    start: Literal["warm", "cold"] = "warm"
-
-
-class Grid(StrictModel):
-    model: _axis(ModelName) = None
-    precision: _axis(Precision) = None
-    width: _axis(Width) = None
-    data_fraction: _axis(Fraction) = None
-    seed: _axis(Seed) = None
-    latent_dim: _axis(LatentDim) = None
-    batch_size: _axis(BatchSize) = None
-
-    @field_validator("*")
-    @classmethod
-    def _no_repeats(cls, values: list | None) -> list | None:
-        # Validated values are already numbers of the axis' type, and 1 == 1.0 in a set: one
-        # pass, where comparing each value with those before it took 19 s for 20,000 values.
-        seen: set = set()
-        for value in values or []:
-            if value in seen:
-                raise ValueError(f"{value!r} appears twice; use repeats to run a point again")
-            seen.add(value)
-        return values
+__all__ = ["MAX_POINTS", "ExecutorSection", "ModelSection", "Sweep", "expand", "load_sweep"]
 
 
 class Sweep(StrictModel):
@@ -166,13 +76,15 @@ class Sweep(StrictModel):
     output_dir: str = "runs"
     repeats: Count = 1
     dataset: DatasetSection = DatasetSection()
+    data: DataSection | None = None  # a LightningDataModule in place of a built-in dataset
+    quality: QualitySection | None = None  # default: KID, for the reference models
     train: TrainSection = TrainSection()
     eval: EvalSection = EvalSection()
     energy: EnergySection = EnergySection()
     generate: GenerateSection = GenerateSection()
     carbon: CarbonSection = CarbonSection()
     executor: ExecutorSection = ExecutorSection()
-    model: ModelName = "gan"
+    model: ModelChoice = "gan"
     precision: Precision = "32-true"
     width: Width = 1.0
     data_fraction: Fraction = 1.0
@@ -180,6 +92,8 @@ class Sweep(StrictModel):
     latent_dim: LatentDim = 32
     batch_size: BatchSize = 64
     grid: Grid = Grid()
+    # The folder of the sweep file, set by load_sweep: a sweep's classes import from there.
+    _source_folder: str | None = PrivateAttr(None)
 
     @field_validator("name")
     @classmethod
@@ -199,6 +113,13 @@ class Sweep(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _classes_fit_the_sweep(self) -> Sweep:
+        problem = _class_problem(self)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
     def _not_too_many_points(self) -> Sweep:
         problem = too_many_points(self)
         if problem:
@@ -209,11 +130,25 @@ class Sweep(StrictModel):
     def point_count(self) -> int:
         """How many points the sweep has: the product of its axes' lengths times ``repeats``,
         counted without expanding them."""
-        return math.prod(len(self.values(axis)) for axis in AXES) * self.repeats
+        return math.prod(len(values) for values in self.axes().values()) * self.repeats
 
     def values(self, axis: str) -> list:
         """The values an axis takes: its grid list, or the single top-level value."""
         return getattr(self.grid, axis) or [getattr(self, axis)]
+
+    def axes(self) -> dict[str, list]:
+        """Every axis with its values: ``AXES``, then the grid's init-arg axes."""
+        return {**{axis: self.values(axis) for axis in AXES}, **self.grid.init_arg_axes}
+
+    @property
+    def source_folder(self) -> str | None:
+        """The folder of the sweep file (None for a sweep not read from a file)."""
+        return self._source_folder
+
+    @property
+    def model_class(self) -> ModelSection | None:
+        """The model as a class, or None for a reference model named by its shorthand."""
+        return self.model if isinstance(self.model, ModelSection) else None
 
     @property
     def directory(self) -> Path:
@@ -227,6 +162,38 @@ class Sweep(StrictModel):
             if getattr(self.grid, axis) is not None:
                 del content[axis]
         return yaml.safe_dump(content, sort_keys=False)
+
+
+def _class_problem(sweep: Sweep) -> str | None:
+    """What in ``sweep`` does not fit its classes, as ``field: what``; None when all fits.
+    (Whether the classes import and take these arguments is checked by ``sweep.classes``.)"""
+    given = sweep.model_fields_set
+    if sweep.data is not None and "dataset" in given:
+        return "data: give a built-in dataset or a data module (data), not both"
+    model_class = sweep.model_class
+    for name in sweep.grid.init_arg_axes:
+        section = name.split(".", 1)[0]
+        if section == "model" and model_class is None:
+            return (f"grid.{name}: the reference models take no init_args; give model as "
+                    "{class_path, init_args}")
+        if section == "data" and sweep.data is None:
+            return f"grid.{name}: the sweep has no data section whose init_args it could set"
+    if model_class is None:
+        if sweep.data is not None:
+            return ("data: the reference models train on a built-in dataset; to train one on "
+                    "a data module, give model as {class_path: greenbench.models.gan.GAN, "
+                    "init_args: {...}}")
+        return None
+    if model_class.width_arg is None and any(w != 1 for w in sweep.values("width")):
+        return ("width: a class model needs model.width_arg, the init arg that width "
+                "multiplies")
+    if "latent_dim" in given or sweep.grid.latent_dim is not None:
+        return "latent_dim: set by the reference models only; give it in model.init_args"
+    if sweep.train.lr is not None:
+        return "train.lr: set by the reference models only; give it in model.init_args"
+    if sweep.data is not None and ("batch_size" in given or sweep.grid.batch_size is not None):
+        return "batch_size: a data module sets its own; give it in data.init_args"
+    return None
 
 
 def too_many_points(sweep: Sweep) -> str | None:
@@ -247,11 +214,15 @@ def too_many_points(sweep: Sweep) -> str | None:
 
 
 def load_sweep(path: str | Path) -> Sweep:
-    """Read and validate a sweep file, including that its dataset can be read here."""
+    """Read and validate a sweep file, including that its dataset can be read here and that
+    its classes import and take the init args it gives (``sweep.classes``)."""
     path = Path(path)
     sweep = validate(Sweep, load_yaml(path), path)
-    _check_data(sweep, path)
+    sweep._source_folder = str(path.resolve().parent)
+    if sweep.data is None:
+        _check_data(sweep, path)
     _check_carbon(sweep, path)
+    classes.check(sweep, path)
     return sweep
 
 
@@ -293,7 +264,7 @@ def expand(sweep: Sweep) -> list[RunSpec]:
     problem = too_many_points(sweep)
     if problem:
         raise UserError(f"sweep {sweep.name!r}: {problem}")
-    axes = {axis: sweep.values(axis) for axis in AXES}
+    axes = sweep.axes()
     # What every point shares is dumped once; each spec gets its own (flat) copies.
     shared = {"root": _root(sweep), "energy": sweep.energy.model_dump(),
               "carbon": sweep.carbon.model_dump(), "eval": sweep.eval.model_dump(),
@@ -306,27 +277,51 @@ def expand(sweep: Sweep) -> list[RunSpec]:
             specs.append(RunSpec(
                 run_id(config), sweep.name, config, shared["root"],
                 energy=dict(shared["energy"]), carbon=dict(shared["carbon"]),
-                generate=dict(shared["generate"]),
+                generate=dict(shared["generate"]), import_path=sweep.source_folder,
+                varied_init_args=tuple(sweep.grid.init_arg_axes),
             ))
     return specs
 
 
 def _config(sweep: Sweep, point: dict[str, Any], repeat: int,
             evaluation: dict[str, Any]) -> dict[str, Any]:
-    train = sweep.train
-    return {
-        "model": point["model"],
-        "dataset": sweep.dataset.name,
-        "image_size": sweep.dataset.resolved_image_size,
+    """What one point trains and how it is scored: hashed into its run_id. A reference model's
+    config has the fields of ``CONFIG_KEYS`` and ``eval``; a class model's adds its init args,
+    ``width_arg`` and ``quality`` (``records.INIT_ARGS_KEYS``)."""
+    train, model_class = sweep.train, sweep.model_class
+    reference = model_class is None
+    config = {
+        "model": point["model"] if reference else model_class.class_path,
+        "dataset": sweep.dataset.name if sweep.data is None else sweep.data.class_path,
+        "image_size": sweep.dataset.resolved_image_size if sweep.data is None else None,
         "precision": point["precision"],
         "width": point["width"],
         "data_fraction": point["data_fraction"],
         "seed": point["seed"],
         "repeat": repeat,
-        "latent_dim": point["latent_dim"],
-        "batch_size": point["batch_size"],
+        "latent_dim": point["latent_dim"] if reference else None,
+        "batch_size": point["batch_size"] if sweep.data is None else None,
         "epochs": train.epochs if train.epochs or train.steps else 1,
         "steps": train.steps,
-        "lr": train.lr if train.lr is not None else models.DEFAULT_LR[point["model"]],
+        "lr": (train.lr if train.lr is not None else models.DEFAULT_LR[point["model"]])
+        if reference else None,
         "eval": dict(evaluation),
     }
+    for section, key in INIT_ARGS_KEYS.items():
+        chosen = model_class if section == "model" else sweep.data
+        if chosen is not None:
+            config[key] = {**chosen.init_args, **{
+                name.split(".", 2)[2]: value for name, value in point.items()
+                if name.startswith(INIT_ARG_COLUMN.format(section=section, name=""))}}
+    if not reference:
+        config[WIDTH_ARG_KEY] = model_class.width_arg
+    if sweep.quality is not None or not reference:
+        config[QUALITY_KEY] = quality_settings(sweep)
+    return config
+
+
+def quality_settings(sweep: Sweep) -> dict[str, Any]:
+    """What a point's quality is: the sweep's ``quality`` section, or KID by default."""
+    if sweep.quality is not None:
+        return sweep.quality.model_dump()
+    return {**DEFAULT_QUALITY, "target": sweep.eval.target_kid}

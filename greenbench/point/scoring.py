@@ -1,0 +1,107 @@
+"""What a point's quality is made of: the feature-space scores of a module that can sample,
+the extractor they are computed with, and the record's ``quality`` section.
+
+Any module with ``sample(n)`` (the reference GAN and VAE, or a user's) is scored against the
+data's validation images in the feature space of an extractor trained on the data's own
+training images (cached by a fingerprint of those images). When the images carry no labels, or
+are not square ``(N, C, H, W)``, no extractor can be trained and the feature-space metrics are
+withheld with the reason; so they are when the extractor's accuracy is below the floor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from greenbench.data import ImageData
+from greenbench.point.curve import QualityCurve, best_point, energy_to_quality
+from greenbench.quality.evaluate import EvalData, EvalSettings, evaluate
+from greenbench.quality.extractor import ACCURACY_FLOOR, Extractor, load_or_build
+from greenbench.records import HIGHER_IS_BETTER
+
+
+@dataclass(frozen=True)
+class ScoringData:
+    """CPU float32 images of one point: the data module's training split (all of it, with
+    labels when it has them), the subset the model trained on, and the validation split."""
+
+    train_images: torch.Tensor | None
+    train_labels: torch.Tensor | None
+    seen_images: torch.Tensor | None
+    val_images: torch.Tensor | None
+    val_labels: torch.Tensor | None
+
+
+class Scorer:
+    """Scores a module with the point's settings and keeps the samples of the latest call."""
+
+    def __init__(self, data: ScoringData, config: dict[str, Any]):
+        self.eval_data = EvalData(data.val_images, data.seen_images)
+        self.settings = EvalSettings(
+            num_samples=config["eval"]["num_samples"],
+            importance_samples=config["eval"]["importance_samples"],
+            seed=config["seed"],
+        )
+        self.extractor: Extractor | None = None
+        self.samples = torch.empty(0)
+
+    def __call__(self, model: torch.nn.Module) -> dict[str, Any]:
+        scores, self.samples = evaluate(model, self.eval_data, self.extractor, self.settings)
+        return scores
+
+
+def extractor_for(config: dict[str, Any], data: ScoringData
+                  ) -> tuple[Extractor | None, str | None]:
+    """The pinned feature extractor for the point's data, and why its metrics are withheld
+    (None when they are not)."""
+    if data.val_images is None or data.train_images is None:
+        return None, ("feature-space metrics withheld: no images to score samples against "
+                      "(the data module needs a val_dataloader() whose batches are images, or "
+                      "(images, labels))")
+    if data.train_labels is None or data.val_labels is None:
+        return None, ("feature-space metrics withheld: the data's images carry no integer "
+                      "labels to train a feature extractor on")
+    images = data.train_images
+    if images.dim() != 4 or images.shape[-1] != images.shape[-2] or \
+            data.val_images.shape[1:] != images.shape[1:]:
+        return None, ("feature-space metrics withheld: the data's images are not square "
+                      f"(N, C, H, W) images of one size (training images {tuple(images.shape)})")
+    split = ImageData(images, data.train_labels, data.val_images, data.val_labels)
+    extractor = load_or_build(config["dataset"], images.shape[-1], split)
+    floor = config["eval"]["min_extractor_accuracy"]
+    floor = floor if floor is not None else ACCURACY_FLOOR.get(config["dataset"])
+    if floor is not None and extractor.accuracy < floor:
+        return extractor, (
+            f"feature-space metrics withheld: extractor {extractor.id} has test accuracy "
+            f"{extractor.accuracy:.3f}, below the floor {floor}"
+        )
+    return extractor, None
+
+
+def quality_record(final: dict[str, Any], curve: QualityCurve, extractor: Extractor | None,
+                   withheld: str | None, quality: dict[str, Any]) -> dict[str, Any]:
+    """The record's ``quality``: final and best scores, the extractor, what was withheld, the
+    training joules to the target, and which metric in which direction all this ranks by."""
+    metric, mode = quality["metric"], quality["mode"]
+    best = best_point(curve.points, metric, mode)
+    return {
+        "final": {"epoch": final["epoch"], **final["scores"]},
+        "best": {"epoch": best["epoch"], **best["scores"]} if best else None,
+        "extractor": extractor.record() if extractor is not None else None,
+        "withheld": withheld,
+        "energy_to_quality_j": energy_to_quality(curve.points, quality["target"], metric, mode),
+        "metric": metric,
+        "mode": mode,
+    }
+
+
+def missing_metric(curve: QualityCurve, metric: str) -> str | None:
+    """Why a point has no quality: its metric is not one greenbench computes and the module
+    never logged it; None when it has one (or greenbench withheld its own, with a reason)."""
+    if metric in HIGHER_IS_BETTER or any(metric in p["scores"] for p in curve.points):
+        return None
+    logged = ", ".join(sorted(curve.logged_names)) or "nothing"
+    return (f"quality.metric {metric!r} was never logged in validation; the module logged: "
+            f"{logged}")
