@@ -19,7 +19,8 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff")
-    session.run("ruff", "check", "greenbench", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "greenbench", "tests", "benchmarks", "examples",
+                "noxfile.py")
 
 
 @nox.session

@@ -54,6 +54,12 @@ energy: {idle_seconds: 0, warmup_steps: 2}
 """
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The classes write their trace relative to the working folder: never the source tree."""
+    monkeypatch.chdir(tmp_path)
+
+
 def project(folder: Path, sweep: str) -> Path:
     shutil.copy(PROJECT, folder / "tinyproject.py")
     path = folder / "sweep.yaml"
@@ -397,3 +403,18 @@ def test_the_examples_sweeps_check_out_and_the_readme_shows_the_classifier_as_it
     readme = (REPO / "README.md").read_text()
     block = readme.split("# examples/classifier.yaml\n", 1)[1].split("```", 1)[0]
     assert yaml.safe_load(block) == yaml.safe_load((examples / "classifier.yaml").read_text())
+
+
+def test_gathering_images_for_scoring_leaves_the_training_random_stream_as_it_was() -> None:
+    from greenbench.data.module import BuiltinDataModule
+    from greenbench.point.run import _scoring_data
+
+    data = BuiltinDataModule("digits", None, 8, batch_size=32)
+    data.setup("fit")
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+
+    scoring = _scoring_data(data, data.train_dataloader(), subset=False, generative=True)
+
+    assert scoring.train_images.shape == (1437, 1, 8, 8) and scoring.val_labels.shape == (360,)
+    assert torch.equal(torch.get_rng_state(), state)  # iterating a loader draws from it

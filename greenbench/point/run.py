@@ -64,7 +64,10 @@ def run_point(spec: RunSpec) -> PointResult:
     """Train and sample one point; always returns a finished record."""
     result = PointResult(new_record(spec.run_id, spec.sweep, spec.config))
     try:
-        with tempfile.TemporaryDirectory(prefix="greenbench-codecarbon-") as codecarbon_dir:
+        # the sweep file's folder stays importable while the point runs: a user's module may
+        # import more of its own package lazily, in a hook or a DataLoader worker
+        with tempfile.TemporaryDirectory(prefix="greenbench-codecarbon-") as codecarbon_dir, \
+                plugins.importable_from(spec.import_path):
             status, reason = _run(spec, result, codecarbon_dir)
     except Exception as error:  # any failure of the point is its outcome, recorded
         traceback.print_exc()
@@ -80,17 +83,16 @@ def _run(spec: RunSpec, result: PointResult, codecarbon_dir: str) -> tuple[str, 
     quality = quality_settings(config)
     started = time.perf_counter()
     seed_everything(config["seed"], verbose=False)
-    with plugins.importable_from(spec.import_path):
-        datamodule, record["data"] = _data_module(spec)
-        datamodule.prepare_data()
-        datamodule.setup("fit")
-        loader, subset = training_subset(datamodule.train_dataloader(), config["data_fraction"],
-                                         config["seed"])
-        record["data"].update(subset)
-        if isinstance(datamodule, BuiltinDataModule):
-            record["data"].update(_builtin_summary(datamodule, subset))
-        model_class, init_args = _model_class(config, loader)
-        model = model_class(**init_args)
+    datamodule, record["data"] = _data_module(spec)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    loader, subset = training_subset(datamodule.train_dataloader(), config["data_fraction"],
+                                     config["seed"])
+    record["data"].update(subset)
+    if isinstance(datamodule, BuiltinDataModule):
+        record["data"].update(_builtin_summary(datamodule, subset))
+    model_class, init_args = _model_class(config, loader)
+    model = model_class(**init_args)
     record["model"] = {"class_path": _dotted(model_class), "init_args": init_args,
                        "source_sha256": plugins.source_sha256(model_class)}
     has_val_data = is_overridden("val_dataloader", datamodule, LightningDataModule)
@@ -219,6 +221,14 @@ def _scoring_data(datamodule: LightningDataModule | None, loader: DataLoader, su
     when the data module has no ``val_dataloader``). Nothing for a module that cannot sample."""
     if not generative:
         return ScoringData(None, None, None, None, None)
+    # Iterating a DataLoader draws a seed from the global random stream; training must find
+    # the stream as seed_everything left it.
+    with torch.random.fork_rng(devices=[]):
+        return _gather(datamodule, loader, subset)
+
+
+def _gather(datamodule: LightningDataModule | None, loader: DataLoader, subset: bool
+            ) -> ScoringData:
     split = loader.dataset.dataset if subset else loader.dataset
     train_images, train_labels = gather_images(plain_loader(split, loader))
     seen_images = gather_images(plain_loader(loader.dataset, loader))[0] if subset \
