@@ -156,9 +156,9 @@ def test_a_generative_module_gets_kid_besides_its_logged_metric(tmp_path: Path) 
 def test_a_generative_module_on_its_own_data_is_scored_with_an_extractor_for_that_data(
     tmp_path: Path, labelled: bool,
 ) -> None:
-    sweep = GENERATOR.replace("dataset: {name: digits, image_size: 8}", (
-        "data: {class_path: tinyproject.PatternData, init_args: {labelled: %s}}" %
-        str(labelled).lower()))
+    data = "{class_path: tinyproject.PatternData, init_args: {labelled: %s}}"
+    sweep = GENERATOR.replace("dataset: {name: digits, image_size: 8}",
+                              "data: " + data.replace("%s", str(labelled).lower()))
     (spec,) = expand(load_sweep(project(tmp_path, sweep)))
 
     record = run_point(spec).record
