@@ -80,6 +80,29 @@ def test_same_run_ids_and_statuses_as_local_and_resume(tmp_path: Path, local_ray
     assert {p.name: p.stat().st_mtime_ns for p in records_dir.iterdir()} == before
 
 
+def test_a_users_classes_import_in_ray_tasks_from_the_sweep_files_folder(
+        tmp_path: Path, local_ray, monkeypatch) -> None:
+    import shutil
+
+    shutil.copy(Path(__file__).parent / "plugins" / "tinyproject.py", tmp_path)
+    (tmp_path / "sweep.yaml").write_text(
+        "name: blobs\n"
+        "model: {class_path: tinyproject.BlobsClassifier, init_args: {hidden: 8},"
+        " width_arg: hidden}\n"
+        "data: {class_path: tinyproject.BlobsData, init_args: {count: 64}}\n"
+        "quality: {metric: val_acc, mode: max}\n"
+        "energy: {idle_seconds: 0, warmup_steps: 1}\n"
+        "grid: {width: [0.5, 1.0]}\n")
+    monkeypatch.chdir(tmp_path)
+
+    run_sweep(load_sweep(tmp_path / "sweep.yaml"), ray_executor(), SweepProgress(io.StringIO()))
+
+    records = read_records(tmp_path / "runs" / "blobs").values()
+    assert [r["status"] for r in records] == ["ok", "ok"], [r["reason"] for r in records]
+    assert sorted(r["model"]["init_args"]["hidden"] for r in records) == [4, 8]
+    assert all(r["executor"] == "ray" and "val_acc" in r["quality"]["final"] for r in records)
+
+
 def test_exclusive_node_runs_one_point_per_node_and_owns_its_energy(
     tmp_path: Path, local_ray, monkeypatch
 ) -> None:
