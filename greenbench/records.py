@@ -91,6 +91,14 @@ HIGHER_IS_BETTER: dict[str, bool] = {
 }
 
 
+def quality_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """What a point's quality is: its config's ``quality``, or, where it names none (the
+    reference models), KID down to ``eval.target_kid``."""
+    if QUALITY_KEY in config:
+        return config[QUALITY_KEY]
+    return {**DEFAULT_QUALITY, "target": config["eval"]["target_kid"]}
+
+
 def higher_is_better(metric: Any, mode: Any) -> bool | None:
     """True when a higher value of ``metric`` is better: greenbench's own scores have the
     direction ``HIGHER_IS_BETTER`` declares, any other metric its ``mode`` (max or min); None

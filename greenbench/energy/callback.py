@@ -144,7 +144,7 @@ class EnergyCallback(Callback):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
         batch_idx: int,
     ) -> None:
-        self.monitor.count_samples(_batch_size(batch))
+        self.monitor.count_samples(batch_size_of(batch))
         self._batches += 1
         if self.monitor.phase == WARMUP and self._batches >= self.warmup_steps:
             self._synchronize()
@@ -354,7 +354,8 @@ class EnergyCallback(Callback):
             logger.save()  # after fit the logger has saved for the last time: save again
 
 
-def _batch_size(batch: Any) -> int:
+def batch_size_of(batch: Any) -> int:
+    """How many samples ``batch`` holds, as Lightning counts them; 0 when it cannot tell."""
     try:
         return extract_batch_size(batch)
     except Exception:  # a batch we cannot size counts as no samples

@@ -41,13 +41,11 @@ from greenbench.point.scoring import (
 from greenbench.point.subset import ALL, gather_images, plain_loader, training_subset
 from greenbench.point.training import TrainingMonitor
 from greenbench.records import (
-    DEFAULT_QUALITY,
     DIVERGED,
     FAILED,
     GENERATE_DEFAULTS,
     INIT_ARGS_KEYS,
     OK,
-    QUALITY_KEY,
     SKIPPED,
     WIDTH_ARG_KEY,
     PointResult,
@@ -55,6 +53,7 @@ from greenbench.records import (
     finish,
     last_line,
     new_record,
+    quality_settings,
 )
 
 SAMPLE_GRID = 64  # of the final evaluation's samples, saved as samples/<run_id>.png
@@ -169,13 +168,6 @@ def _run(spec: RunSpec, result: PointResult, codecarbon_dir: str) -> tuple[str, 
             for kind, path in energy.codecarbon_csv_files().items():
                 suffix = "" if kind == "run" else f".{kind}"
                 result.files[f"codecarbon/{spec.run_id}{suffix}.csv"] = path.read_bytes()
-
-
-def quality_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """What the point's quality is: its config's ``quality``, or KID to ``eval.target_kid``."""
-    if QUALITY_KEY in config:
-        return config[QUALITY_KEY]
-    return {**DEFAULT_QUALITY, "target": config["eval"]["target_kid"]}
 
 
 def _data_module(spec: RunSpec) -> tuple[LightningDataModule, dict[str, Any]]:

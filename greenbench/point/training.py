@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities.data import extract_batch_size
+
+from greenbench.energy.callback import batch_size_of
 
 
 class TrainingMonitor(Callback):
@@ -42,7 +43,7 @@ class TrainingMonitor(Callback):
         batch_idx: int,
     ) -> None:
         self.batches += 1
-        self.samples += _batch_size(batch)
+        self.samples += batch_size_of(batch)
         losses = _loss_tensors(outputs)
         if losses:
             values = torch.stack([loss.float().reshape(()) for loss in losses.values()])
@@ -89,13 +90,6 @@ class TrainingMonitor(Callback):
                 self.divergence = f"{name} became {value} at step {step}"
                 trainer.should_stop = True
                 return
-
-
-def _batch_size(batch: Any) -> int:
-    try:
-        return extract_batch_size(batch)
-    except Exception:  # a batch Lightning cannot size counts as no samples
-        return 0
 
 
 def _loss_tensors(outputs: Any) -> dict[str, torch.Tensor]:

@@ -33,12 +33,12 @@ from greenbench import data, models
 from greenbench.energy.carbon import resolve_intensity
 from greenbench.errors import UserError
 from greenbench.records import (
-    DEFAULT_QUALITY,
     INIT_ARG_COLUMN,
     INIT_ARGS_KEYS,
     QUALITY_KEY,
     WIDTH_ARG_KEY,
     RunSpec,
+    quality_settings,
     run_id,
 )
 from greenbench.sweep import classes
@@ -315,13 +315,8 @@ def _config(sweep: Sweep, point: dict[str, Any], repeat: int,
                 if name.startswith(INIT_ARG_COLUMN.format(section=section, name=""))}}
     if not reference:
         config[WIDTH_ARG_KEY] = model_class.width_arg
-    if sweep.quality is not None or not reference:
-        config[QUALITY_KEY] = quality_settings(sweep)
-    return config
-
-
-def quality_settings(sweep: Sweep) -> dict[str, Any]:
-    """What a point's quality is: the sweep's ``quality`` section, or KID by default."""
     if sweep.quality is not None:
-        return sweep.quality.model_dump()
-    return {**DEFAULT_QUALITY, "target": sweep.eval.target_kid}
+        config[QUALITY_KEY] = sweep.quality.model_dump()
+    elif not reference:  # a class that can sample, scored by KID as the reference models are
+        config[QUALITY_KEY] = quality_settings(config)
+    return config
