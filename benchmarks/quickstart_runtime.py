@@ -40,7 +40,7 @@ def main() -> int:
         c, t = r["config"], r["timings"]
         lines.append(
             f"| {c['model']} | {c['precision']} | {c['width']:g} | {r['status']} | "
-            f"{training_s(r):.1f} | {t['train_s']:.1f} | {t['eval_s']:.2f} | "
+            f"{training_s(r):.1f} | {t['trainer_fit_s']:.1f} | {t['eval_s']:.2f} | "
             f"{eval_share(r):.1%} | {t['process_s']:.1f} |"
         )
     train = sum(training_s(r) for r in records)

@@ -43,7 +43,7 @@ def synthetic_record(point: dict, rng: random.Random) -> dict:
     scale = point["width"] ** 2 * point["data_fraction"]
     windows = {}
     for name, seconds in (("idle", 2.0), ("warmup", 0.2), ("train", 10 * scale),
-                          ("eval", 0.5), ("total", 10 * scale + 0.7)):
+                          ("eval", 0.5), ("fit", 10 * scale + 0.2), ("total", 10 * scale + 0.7)):
         cpu, ram = rng.uniform(5, 8) * seconds, 20.0 * seconds
         windows[name] = {
             "duration_s": seconds,
@@ -71,7 +71,7 @@ def synthetic_record(point: dict, rng: random.Random) -> dict:
                                        "accuracy": 0.98, "recipe": {"version": 1}},
                          "energy_to_quality_j": None}
     record["quality_curve"] = [
-        {"epoch": e, "step": 22 * e, "train_j": windows["train"]["total_j"] * e / 20,
+        {"epoch": e, "step": 22 * e, "fit_j": windows["fit"]["total_j"] * e / 20,
          "kid": kid * (1 + (20 - e) / 10), "fid": 20 * kid, "nll_nats": None}
         for e in (4, 8, 12, 16, 20)
     ]

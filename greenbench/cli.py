@@ -142,12 +142,12 @@ def _run(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from greenbench import results
-    from greenbench.records import CONFIGURATION_KEYS
+    from greenbench.records import CONFIGURATION_FIELDS
     from greenbench.report import builder, tables
 
     folders = results.sweep_folders(args.run_dirs)
     try:
-        baseline = tables.parse_baseline(args.baseline, list(CONFIGURATION_KEYS))
+        baseline = tables.parse_baseline(args.baseline, list(CONFIGURATION_FIELDS))
     except ValueError as error:
         raise UserError(f"--baseline: {error}") from None
     records = results.read_records(folders)  # a warning on stderr for each file skipped

@@ -13,17 +13,19 @@ Every record has the same top-level keys, in this order::
 ``status`` is one of ``STATUSES``; ``reason`` says why when it is not ``ok``. ``model`` is the
 class trained (``class_path``, the ``init_args`` it was built with, ``source_sha256`` of its
 file), ``data`` the data it trained on (a data module's class likewise, the ``subset`` drawn
-for ``data_fraction`` and its ``train_items``). Units live in key
-names (``train_s``, ``samples_seen``, ``total_j``). ``energy`` holds the windows measured by the
-``EnergyCallback`` (every figure with its source), ``carbon`` the grams of CO2 of the ``total``
-window with the intensity used, ``quality`` the sample-quality scores at the end and at the best
-point of ``quality_curve``, ``generation`` what sampling from the trained model cost (the
-``generate`` window, per image). ``executor`` (``local`` or ``ray``), ``node`` (the host that
-ran the point) and ``node_concurrency`` (how many points shared that host while it ran) say
-where the energy was drawn. ``schema`` is raised when a key changes meaning; readers skip
-records of a schema they do not know (``schema_problem``). Schema 2 added the ``fit`` and
-``generate`` windows, ``generation`` and window reliability, and counts warm-up in training
-batches; schema 1 records are still read (a reader derives ``fit`` as warm-up plus train).
+for ``data_fraction`` and its ``train_items``). Units live in key names (``trainer_fit_s``,
+``samples_seen``, ``total_j``). ``energy`` holds the windows measured by the ``EnergyCallback``
+(every figure with its source), ``carbon`` the grams of CO2 of the ``total`` window with the
+intensity used, ``quality`` the sample-quality scores at the end and at the best point of
+``quality_curve``, ``generation`` what sampling from the trained model cost (the ``generate``
+window, per image). ``executor`` (``local`` or ``ray``), ``node`` (the host that ran the point)
+and ``node_concurrency`` (how many points shared that host while it ran) say where the energy
+was drawn. ``schema`` is raised when a key changes meaning; readers skip records of a schema
+they do not know (``schema_problem``). Schema 2 added the ``fit`` and ``generate`` windows,
+``generation`` and window reliability, and counts warm-up in training batches. Schema 3 renamed
+``timings.train_s`` to ``trainer_fit_s`` and a curve point's ``train_j`` to ``fit_j``
+(``RENAMED``). Older records are still read: ``upgraded`` maps their names, and a reader
+derives a schema 1 record's ``fit`` as warm-up plus train.
 """
 
 from __future__ import annotations
@@ -31,12 +33,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-SCHEMA = 2
-READABLE_SCHEMAS = (1, 2)
+SCHEMA = 3
+READABLE_SCHEMAS = (1, 2, 3)
+# Keys renamed at a schema change, as (where, old name, new name); ``upgraded`` maps them, so a
+# reader sees every record under the current names.
+RENAMED = (
+    ("timings", "train_s", "trainer_fit_s"),  # schema 3: the wall time of trainer.fit()
+    ("quality_curve", "train_j", "fit_j"),  # schema 3: training energy so far (the fit window)
+)
 
 OK, SKIPPED, DIVERGED, FAILED = "ok", "skipped", "diverged", "failed"
 STATUSES = (OK, SKIPPED, DIVERGED, FAILED)
@@ -44,33 +53,36 @@ NOT_OK = tuple(status for status in STATUSES if status != OK)
 # Outcomes that re-running the same point would only repeat; a failed point is run again.
 FINAL = frozenset({OK, SKIPPED, DIVERGED})
 
-# What is trained: the config fields of a record, each a bare column of the results table and
-# a field a budget rule may select on. A configuration is every one of them but RUN_KEYS, which
-# are what the runs of one configuration vary over.
-CONFIG_KEYS = (
+# What a point trains: the config fields of a record, each a bare column of the results table
+# and a field a budget rule may select on. A configuration is every one of them but RUN_FIELDS,
+# which are what the runs of one configuration vary over.
+POINT_FIELDS = (
     "model", "dataset", "image_size", "precision", "width", "data_fraction", "seed", "repeat",
     "latent_dim", "batch_size", "epochs", "steps", "lr",
 )
-TEXT_CONFIG_KEYS = ("model", "dataset", "precision")  # the config fields that are text
-RUN_KEYS = ("seed", "repeat")
-CONFIGURATION_KEYS = tuple(key for key in CONFIG_KEYS if key not in RUN_KEYS)
+TEXT_POINT_FIELDS = ("model", "dataset", "precision")  # the config fields that are text
+RUN_FIELDS = ("seed", "repeat")
+CONFIGURATION_FIELDS = tuple(key for key in POINT_FIELDS if key not in RUN_FIELDS)
 
 # A sweep over a user's classes adds these config fields (hashed into run_id like the rest):
 # the init args of the model and data classes as the grid set them (before ``width`` scales
 # ``width_arg``), and what quality is: a metric the module logs, or one greenbench computes,
 # with its direction. A reference model's config has none of them.
 INIT_ARGS_KEYS = {"model": "model_init_args", "data": "data_init_args"}
-QUALITY_KEY = "quality"
+QUALITY_SETTINGS_KEY = "quality"
 WIDTH_ARG_KEY = "width_arg"
-# A varied init arg is a column of the results table and a grid axis named like this.
+# A varied init arg is a column of the results table and a grid axis named like this, and a
+# name matches INIT_ARG_NAME (fullmatch) when it is one.
 INIT_ARG_COLUMN = "{section}.init_args.{name}"
+INIT_ARG_NAME = re.compile(r"(model|data)\.init_args\.([A-Za-z_][A-Za-z0-9_]*)")
 # What quality means for a point whose config does not say: the reference models' KID.
 DEFAULT_QUALITY = {"metric": "kid", "mode": "min"}
-MODES = ("min", "max")
+QUALITY_MODES = ("min", "max")
 
-# The scores each point of ``quality_curve`` keeps, besides its epoch, step and train_j.
-CURVE_KEYS = ("kid", "fid", "nll_nats")
-CURVE_FIELDS = ("epoch", "step", "train_j", *CURVE_KEYS)
+# The scores each point of ``quality_curve`` keeps, besides its epoch, step and fit_j (the
+# training energy spent so far: the fit window's joules).
+CURVE_SCORES = ("kid", "fid", "nll_nats")
+CURVE_FIELDS = ("epoch", "step", "fit_j", *CURVE_SCORES)
 
 # What a generative point samples after training, unless its sweep says otherwise.
 GENERATE_DEFAULTS = {"num_images": 1000, "batch_size": 64}
@@ -94,8 +106,8 @@ HIGHER_IS_BETTER: dict[str, bool] = {
 def quality_settings(config: dict[str, Any]) -> dict[str, Any]:
     """What a point's quality is: its config's ``quality``, or, where it names none (the
     reference models), KID down to ``eval.target_kid``."""
-    if QUALITY_KEY in config:
-        return config[QUALITY_KEY]
+    if QUALITY_SETTINGS_KEY in config:
+        return config[QUALITY_SETTINGS_KEY]
     return {**DEFAULT_QUALITY, "target": config["eval"]["target_kid"]}
 
 
@@ -109,7 +121,7 @@ def higher_is_better(metric: Any, mode: Any) -> bool | None:
     """
     if metric in HIGHER_IS_BETTER:
         return HIGHER_IS_BETTER[metric]
-    if mode in MODES:
+    if mode in QUALITY_MODES:
         return mode == "max"
     return None
 
@@ -169,7 +181,7 @@ def _normalise(value: Any) -> Any:
 @dataclass
 class PointResult:
     """What running one point produces: its record, and files keyed by path in the sweep folder
-    (``samples/<run_id>.png``). The parent process stores both; the point process never does."""
+    (``images/<run_id>.png``). The parent process stores both; the point process never does."""
 
     record: dict[str, Any]
     files: dict[str, bytes] = field(default_factory=dict)
@@ -227,7 +239,7 @@ def schema_problem(content: Any) -> str | None:
     if "schema" not in content:
         return "no schema field: not a greenbench record"
     if content["schema"] not in READABLE_SCHEMAS:
-        known = " and ".join(map(str, READABLE_SCHEMAS))
+        known = ", ".join(map(str, READABLE_SCHEMAS[:-1])) + f" and {READABLE_SCHEMAS[-1]}"
         return f"schema {content['schema']!r}; this greenbench reads schemas {known}"
     for key, kind in (("run_id", str), ("status", str), ("config", dict)):
         if not isinstance(content.get(key), kind):
@@ -235,6 +247,30 @@ def schema_problem(content: Any) -> str | None:
     if content["status"] not in STATUSES:
         return f"status {content['status']!r} is not one of {', '.join(STATUSES)}"
     return None
+
+
+def upgraded(record: dict[str, Any]) -> dict[str, Any]:
+    """A readable record (``schema_problem`` is None) under the current schema's names: the keys
+    of ``RENAMED`` an older record has are renamed; nothing else changes, ``schema`` included.
+
+    >>> upgraded({"schema": 2, "timings": {"train_s": 9.5}})["timings"]
+    {'trainer_fit_s': 9.5}
+    """
+    if record.get("schema") == SCHEMA:
+        return record
+    record = dict(record)
+    for where, old, new in RENAMED:
+        part = record.get(where)
+        if isinstance(part, dict):
+            record[where] = _renamed(part, old, new)
+        elif isinstance(part, list):
+            record[where] = [_renamed(item, old, new) if isinstance(item, dict) else item
+                             for item in part]
+    return record
+
+
+def _renamed(part: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    return {new if key == old else key: value for key, value in part.items()}
 
 
 def last_line(error: BaseException) -> str:

@@ -5,7 +5,7 @@
     <output_dir>/<name>/
         sweep.yaml              the resolved sweep, rewritten when it changes
         records/<run_id>.json   one record per point of the sweep; nothing else lives here
-        samples/<run_id>.png    a grid of the point's generated samples
+        images/<run_id>.png     a grid of 64 images the point generated
         logs/<run_id>.log       everything the point's process printed
         .tmp/                   files being written, renamed into place once complete, and
                                 the running points' handoff folders (.tmp/points/); cleared
@@ -16,9 +16,10 @@
 
 A file appears under its final name only once it is complete and on disk (written to ``.tmp/``,
 fsynced, renamed), so an interrupted run, even one killed with SIGKILL, leaves whole records or
-none. This module owns the layout: the parent (``greenbench.sweep.schema``) is the only process that
+none. This module owns the layout: the parent (``greenbench.sweep.runner``) is the only process that
 writes through it, the processes that train never do, and the readers (``greenbench.results``)
-read records through ``read_records``, which checks each against the record schema.
+read records through ``read_records``, which checks each against the record schema and gives
+it under the current schema's names (``records.upgraded``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any
 
 from greenbench.errors import UserError
 from greenbench.files import atomic_write
-from greenbench.records import schema_problem
+from greenbench.records import schema_problem, upgraded
 from greenbench.yamlfile import load_yaml
 
 try:
@@ -86,7 +87,7 @@ class SweepStore:
             if problem is None and record["run_id"] != path.stem:
                 problem = f"holds the record of run {record['run_id']!r}"
             if problem is None:
-                records[path.stem] = record
+                records[path.stem] = upgraded(record)
             else:
                 unreadable.append((path, problem))
         return records, unreadable

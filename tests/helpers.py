@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from greenbench.point.child import PROCESS_NAME
-from greenbench.records import RunSpec, run_id
+from greenbench.records import SCHEMA, RunSpec, run_id
 
 # Small enough that a point trains in well under a second on a 2-core CPU.
 TINY = {
@@ -82,30 +82,37 @@ def read_records(sweep_dir: Path) -> dict[str, dict]:
 
 
 def record(run_id: str, model: str = "gan", precision: str = "32-true", width: float = 1.0,
-           seed: int = 0, status: str = "ok", train_j: float | None = 100.0,
+           seed: int = 0, status: str = "ok", fit_j: float | None = 100.0,
            kid: float | None = 0.5, measured: bool = False, extractor: str = "digits-16px-r1-a",
            reason: str | None = None, flops: int | None = None,
            node_concurrency: int | None = 1, config: dict | None = None,
            quality: dict | None = None, curve: list[dict] | None = None) -> dict:
-    """A record shaped like greenbench's, with only what the report reads filled in.
-    ``config`` adds or replaces config fields (a user's class: ``model_init_args``,
-    ``quality``, ...); ``quality`` adds or replaces keys of an ok run's quality section
-    (``final`` merged into its final scores); ``curve`` is its ``quality_curve``."""
+    """A record of the current schema, with only what the readers read filled in. ``fit_j``
+    is the training energy (the ``fit`` window), a tenth of it spent in warm-up and the rest
+    in the ``train`` window (the steady state). ``config`` adds or replaces config fields (a
+    user's class: ``model_init_args``, ``quality``, ...); ``quality`` adds or replaces keys of
+    an ok run's quality section (``final`` merged into its final scores); ``curve`` is its
+    ``quality_curve``."""
     ok = status == "ok"
     source = "nvml_energy_counter" if measured else "codecarbon_cpu_load_estimate"
+    warmup_j = None if fit_j is None else fit_j / 10
+    train_j = None if fit_j is None else fit_j - warmup_j
+
+    def window(joules: float | None, duration_s: float, samples: int | None) -> dict:
+        return {"total_j": joules, "net_j": None, "duration_s": duration_s, "samples": samples,
+                "j_per_1k_samples": None, "measured": measured, "valid": True,
+                "components": {"gpu": {"joules": None, "source": "unavailable"},
+                               "cpu": {"joules": joules, "source": source}}}
+
+    windows = {"warmup": window(warmup_j, 1.0, 64), "train": window(train_j, 9.0, 576),
+               "fit": window(fit_j, 10.0, 640), "total": window(fit_j, 10.0, 640)}
     content = {
-        "schema": 1, "run_id": run_id, "status": status, "reason": reason, "sweep": "s",
+        "schema": SCHEMA, "run_id": run_id, "status": status, "reason": reason, "sweep": "s",
         "config": {"model": model, "dataset": "digits", "image_size": 16,
                    "precision": precision, "width": width, "data_fraction": 1.0,
                    "seed": seed, "repeat": 0, "latent_dim": 32, "batch_size": 64,
                    "epochs": 5, "steps": None, "lr": 2e-4},
-        "energy": {"windows": {"train": {
-            "total_j": train_j, "net_j": None, "duration_s": 10.0,
-            "j_per_1k_samples": None, "measured": measured, "valid": True,
-            "components": {"cpu": {"joules": train_j, "source": source}}}, "total": {
-            "total_j": train_j, "measured": measured, "valid": True,
-            "components": {"gpu": {"joules": None, "source": "unavailable"},
-                           "cpu": {"joules": train_j, "source": source}}}}} if ok else None,
+        "energy": {"windows": windows} if ok else None,
         "quality": {"final": {"kid": kid}, "extractor": {"id": extractor}} if ok else None,
         "flops_per_step": flops if ok else None,
         "executor": "local" if node_concurrency == 1 else "ray", "node": "host",

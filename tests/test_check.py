@@ -31,8 +31,8 @@ def results_dir(folder: Path, bf16_joules: list[float],
                 fp32_joules: tuple[float, ...] = (100.0, 102.0, 98.0)) -> Path:
     records = folder / "runs" / "s" / "records"
     records.mkdir(parents=True)
-    runs = [record(f"a{i}", seed=i, train_j=j) for i, j in enumerate(fp32_joules)]
-    runs += [record(f"b{i}", seed=i, precision="bf16-mixed", train_j=j)
+    runs = [record(f"a{i}", seed=i, fit_j=j) for i, j in enumerate(fp32_joules)]
+    runs += [record(f"b{i}", seed=i, precision="bf16-mixed", fit_j=j)
              for i, j in enumerate(bf16_joules)]
     for run in runs:
         (records / f"{run['run_id']}.json").write_text(to_json(run))

@@ -27,7 +27,7 @@ def write_runs(folder: Path, runs: list[dict], name: str = "s") -> Path:
 
 
 def runs_of(prefix: str, joules: list[float], **config) -> list[dict]:
-    return [record(f"{prefix}{i}", seed=i, train_j=j, **config) for i, j in enumerate(joules)]
+    return [record(f"{prefix}{i}", seed=i, fit_j=j, **config) for i, j in enumerate(joules)]
 
 
 def check(folder: Path, rules: str, *args: str):
@@ -302,7 +302,7 @@ def ci_results() -> list[dict]:
               ("bf16-mixed", 0.5): 25.0, ("bf16-mixed", 1.0): 40.0}
     kid = {0.5: 0.6, 1.0: 0.17}
     return [record(f"{precision}-{width}-{i}", precision=precision, width=width, seed=i,
-                   train_j=energy[precision, width] * (1 + i / 20), kid=kid[width],
+                   fit_j=energy[precision, width] * (1 + i / 20), kid=kid[width],
                    flops=flops[width])
             for precision in ("32-true", "bf16-mixed") for width in (0.5, 1.0) for i in (0, 1)]
 
@@ -334,7 +334,7 @@ def test_the_committed_budgets_flag_a_width_regression_in_one_precision() -> Non
     table = results.frame(runs)
     verdicts = evaluate(load_budgets(ROOT / "sweeps" / "budgets.yaml", list(table.columns)),
                         table)
-    width = {v.label: v for v in verdicts if v.rule.metric == "energy_train_j"
+    width = {v.label: v for v in verdicts if v.rule.metric == "energy_fit_j"
              and v.rule.select.width == 0.5 and v.rule.relative_to.width == 1.0}
     assert len(width) == 2, list(width)
     (fp32,) = (v for label, v in width.items() if label.endswith("[precision=32-true]"))

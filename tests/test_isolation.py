@@ -104,7 +104,7 @@ def test_a_full_disk_keeps_the_finished_point_and_the_next_run_stores_it(
     assert "1 already recorded, 0 to run" in err  # not trained again
     (record,) = read_records(tmp_path / "runs" / "tiny").values()
     assert record["status"] == "ok" and record["run_id"] == pending[0].name
-    assert (tmp_path / "runs" / "tiny" / "samples" / f"{record['run_id']}.png").is_file()
+    assert (tmp_path / "runs" / "tiny" / "images" / f"{record['run_id']}.png").is_file()
     assert json.loads((tmp_path / "runs" / "tiny" / "records" /
                        f"{record['run_id']}.json").read_text()) == record
 

@@ -75,13 +75,13 @@ def test_quality_improves_with_training_along_the_curve(model: str) -> None:
     assert last["kid"] < first["kid"]
     if model == "vae":
         assert last["nll_nats"] < first["nll_nats"]
-    assert all(b["train_j"] > a["train_j"] for a, b in itertools.pairwise(curve))
+    assert all(b["fit_j"] > a["fit_j"] for a, b in itertools.pairwise(curve))
     quality = record["quality"]
     assert quality["final"]["epoch"] == 10 and quality["final"]["kid"] == last["kid"]
     best = min(curve, key=lambda p: p["kid"])
     assert quality["best"]["epoch"] == best["epoch"] and quality["best"]["kid"] == best["kid"]
     reached = next((p for p in curve if p["kid"] <= 1.0), None)
-    assert quality["energy_to_quality_j"] == (reached["train_j"] if reached else None)
+    assert quality["energy_to_quality_j"] == (reached["fit_j"] if reached else None)
     windows = record["energy"]["windows"]
     # Ten evaluations ran inside the eval window, none in train.
     assert windows["eval"]["duration_s"] > 0

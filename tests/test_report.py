@@ -45,8 +45,8 @@ def test_sweep_then_report_writes_every_file(tmp_path: Path) -> None:
     assert done.stdout.splitlines()[0] == "read 6 records from runs/tiny"
     out = tmp_path / "runs" / "tiny" / "report"  # beside the records, never in the source tree
     for name in ("report.md", "report.html", "results.csv", "results.parquet",
-                 "kid_vs_energy.png", "kid_vs_energy.svg", "energy_breakdown.png",
-                 "energy_breakdown.svg", "kid_curves.png", "kid_curves.svg"):
+                 "quality_vs_energy.png", "quality_vs_energy.svg", "energy_breakdown.png",
+                 "energy_breakdown.svg", "quality_curves.png", "quality_curves.svg"):
         assert (out / name).stat().st_size > 0, name
     assert "runs/tiny/report/report.html" in done.stdout
     assert git("status", "--porcelain", "--untracked-files=all", cwd=tmp_path) == ""

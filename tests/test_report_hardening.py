@@ -29,8 +29,8 @@ def write_records(root: Path, records: list[dict], folder: Path = FOLDER) -> Pat
 
 
 def two_configurations() -> list[dict]:
-    return [record("a0", seed=0, train_j=100.0, kid=0.5), record("a1", seed=1, train_j=110.0),
-            record("b0", width=0.5, train_j=60.0, kid=0.7)]
+    return [record("a0", seed=0, fit_j=100.0, kid=0.5), record("a1", seed=1, fit_j=110.0),
+            record("b0", width=0.5, fit_j=60.0, kid=0.7)]
 
 
 def report_files(folder: Path) -> set[str]:
@@ -117,11 +117,10 @@ def test_a_failing_plot_leaves_no_report_and_no_partial_folder(
 
 
 def test_an_absurd_energy_is_missing_with_a_note_and_the_plots_are_drawn(tmp_path: Path) -> None:
-    runs = [record("a0", train_j=1e308), record("b0", width=0.5, train_j=60.0)]
-    for run in runs:
-        run["energy"]["windows"]["warmup"] = {"total_j": 5.0, "duration_s": 1.0, "components": {
-            "cpu": {"joules": 5.0, "source": "codecarbon_cpu_load_estimate"}}}
-    runs[0]["energy"]["windows"]["train"]["components"]["cpu"]["joules"] = 1e308
+    runs = [record("a0", fit_j=60.0), record("b0", width=0.5, fit_j=60.0)]
+    for window in ("train", "fit"):
+        runs[0]["energy"]["windows"][window]["total_j"] = 1e308
+        runs[0]["energy"]["windows"][window]["components"]["cpu"]["joules"] = 1e308
     write_records(tmp_path, runs)
 
     done = greenbench("report", cwd=tmp_path)
@@ -130,8 +129,8 @@ def test_an_absurd_energy_is_missing_with_a_note_and_the_plots_are_drawn(tmp_pat
     out = tmp_path / "runs" / "s" / "report"
     results = pd.read_parquet(out / "results.parquet").set_index("run_id")
     assert math.isnan(results.loc["a0", "energy_train_j"])
-    assert math.isnan(results.loc["a0", "energy_fit_j"])  # warm-up + nothing plausible
-    assert results.loc["b0", "energy_fit_j"] == 65.0
+    assert math.isnan(results.loc["a0", "energy_fit_j"])
+    assert results.loc["a0", "energy_warmup_j"] == 6.0 and results.loc["b0", "energy_fit_j"] == 60.0
     markdown = (out / "report.md").read_text()
     assert ("energy\\_train\\_j: 1 run (a0) holds a value that is not plausible, e.g. 1e+308; "
             "treated as missing.") in markdown
@@ -301,18 +300,15 @@ def test_mentions_and_urls_from_records_are_inert_in_the_markdown(tmp_path: Path
 
 
 def test_a_budget_rule_may_bound_training_energy(tmp_path: Path) -> None:
-    runs = two_configurations()
-    for run in runs:  # schema 1 records with a warm-up window: fit is warm-up plus train
-        run["energy"]["windows"]["warmup"] = {"total_j": 40.0, "duration_s": 2.0, "components": {
-            "cpu": {"joules": 40.0, "source": "codecarbon_cpu_load_estimate"}}}
+    runs = two_configurations()  # width 1: 100 J and 110 J of training energy
     write_records(tmp_path, runs)
     (tmp_path / "budgets.yaml").write_text(
-        "- name: training within 200 J\n  select: {width: 1.0}\n  metric: energy_fit_j\n"
-        "  max: 200\n"
-        "- name: training within 140 J\n  select: {width: 1.0}\n  metric: energy_fit_j\n"
-        "  max: 140\n")
+        "- name: training within 120 J\n  select: {width: 1.0}\n  metric: energy_fit_j\n"
+        "  max: 120\n"
+        "- name: training within 100 J\n  select: {width: 1.0}\n  metric: energy_fit_j\n"
+        "  max: 100\n")
 
     done = greenbench("check", "budgets.yaml", "runs/s", cwd=tmp_path)
 
-    assert done.returncode == 1, done.stdout + done.stderr  # 145 J: the second rule breaks
+    assert done.returncode == 1, done.stdout + done.stderr  # 105 J: the second rule breaks
     assert "PASS" in done.stdout and "FAIL" in done.stdout

@@ -78,7 +78,7 @@ def labelled(runs: pd.DataFrame, summary: pd.DataFrame) -> tuple[pd.DataFrame, d
 def curves_of(runs: pd.DataFrame, epochs: int = 3) -> pd.DataFrame:
     return pd.DataFrame([
         {"run_id": run["run_id"], "epoch": epoch, "step": 10 * epoch,
-         "train_j": run["energy_fit_j"] * epoch / epochs, "kid": run["kid"] * (1 + 1.0 / epoch),
+         "fit_j": run["energy_fit_j"] * epoch / epochs, "kid": run["kid"] * (1 + 1.0 / epoch),
          "fid": math.nan, "nll_nats": math.nan}
         for _, run in runs.iterrows() for epoch in range(1, epochs + 1)])
 
@@ -128,22 +128,22 @@ def boxes_overlap(a, b) -> bool:
 def test_training_energy_is_the_fit_window_and_older_summaries_fall_back(
         tmp_path: Path, figures: dict[str, Figure]) -> None:
     summary = summary_of(results())
-    written(plots.kid_vs_energy(summary, tmp_path / "fit"))
-    fig = figures["kid_vs_energy"]
+    written(plots.quality_vs_energy(summary, tmp_path / "fit"))
+    fig = figures["quality_vs_energy"]
     gan = fig.axes[0]
     assert gan.get_title() == "gan on digits" and gan.get_xlabel() == "training energy (J)"
     expected = summary[summary["model"] == "gan"]
     assert sorted(points(gan)[:, 0]) == pytest.approx(sorted(expected["energy_fit_j_mean"]))
 
     older = summary.drop(columns=[c for c in summary if c.startswith("energy_fit_j")])
-    written(plots.kid_vs_energy(older, tmp_path / "older"))
-    gan = figures["kid_vs_energy"].axes[0]
+    written(plots.quality_vs_energy(older, tmp_path / "older"))
+    gan = figures["quality_vs_energy"].axes[0]
     assert gan.get_xlabel() == "training energy (J), train window only"
     assert sorted(points(gan)[:, 0]) == pytest.approx(sorted(expected["energy_train_j_mean"]))
 
     no_fit_values = summary.assign(energy_fit_j_mean=math.nan)  # a column, but never a value
-    written(plots.kid_vs_energy(no_fit_values, tmp_path / "empty fit"))
-    assert "train window only" in figures["kid_vs_energy"].axes[0].get_xlabel()
+    written(plots.quality_vs_energy(no_fit_values, tmp_path / "empty fit"))
+    assert "train window only" in figures["quality_vs_energy"].axes[0].get_xlabel()
 
 
 def test_the_title_names_error_bars_only_when_a_point_has_them(
@@ -154,13 +154,13 @@ def test_the_title_names_error_bars_only_when_a_point_has_them(
 
     one_run_each = summary_of(results(seeds=(0,)))
     assert one_run_each["energy_fit_j_ci"].isna().all() and one_run_each["kid_ci"].isna().all()
-    written(plots.kid_vs_energy(one_run_each, tmp_path))
-    fig = figures["kid_vs_energy"]
+    written(plots.quality_vs_energy(one_run_each, tmp_path))
+    fig = figures["quality_vs_energy"]
     assert "error bars" not in fig.get_suptitle()
     assert all(not ax.containers for ax in fig.axes)  # no error bar drawn
 
-    written(plots.kid_vs_energy(summary_of(results()), tmp_path))
-    fig = figures["kid_vs_energy"]
+    written(plots.quality_vs_energy(summary_of(results()), tmp_path))
+    fig = figures["quality_vs_energy"]
     assert "error bars: 95 % CI)" in fig.get_suptitle()
     assert all(ax.containers for ax in fig.axes)
 
@@ -186,8 +186,8 @@ def _assert_labels_clear(fig: Figure) -> list[str]:
 def test_eight_configurations_are_labelled_beside_their_points(
         tmp_path: Path, figures: dict[str, Figure]) -> None:
     summary = summary_of(results(fractions=(1.0,), seeds=(0,)))  # the quickstart's shape
-    written(plots.kid_vs_energy(summary, tmp_path))
-    fig = figures["kid_vs_energy"]
+    written(plots.quality_vs_energy(summary, tmp_path))
+    fig = figures["quality_vs_energy"]
     assert sorted(_assert_labels_clear(fig)) == sorted(summary["label"])
     assert [legend.get_title().get_text() for legend in fig.legends] == [""]  # no key
 
@@ -195,8 +195,8 @@ def test_eight_configurations_are_labelled_beside_their_points(
 def test_thirty_two_runs_are_numbered_with_a_key_and_nothing_overprints(
         tmp_path: Path, figures: dict[str, Figure]) -> None:
     summary = summary_of(results())  # 16 configurations of 2 runs
-    written(plots.kid_vs_energy(summary, tmp_path))
-    fig = figures["kid_vs_energy"]
+    written(plots.quality_vs_energy(summary, tmp_path))
+    fig = figures["quality_vs_energy"]
     numbers = _assert_labels_clear(fig)
     assert sorted(numbers, key=int) == [str(n) for n in range(1, 17)]
     key = next(legend for legend in fig.legends if legend.get_title().get_text() == "key")
@@ -211,8 +211,8 @@ def test_coincident_points_get_separate_labels(tmp_path: Path, figures: dict[str
     summary = summary_of(results(fractions=(1.0,), seeds=(0,)))
     summary = summary.assign(energy_fit_j_mean=50.0, kid_mean=summary["model"].map(
         {"gan": 0.02, "vae": 1.0}))  # four configurations on one spot in each panel
-    written(plots.kid_vs_energy(summary, tmp_path))
-    assert len(_assert_labels_clear(figures["kid_vs_energy"])) == 8
+    written(plots.quality_vs_energy(summary, tmp_path))
+    assert len(_assert_labels_clear(figures["quality_vs_energy"])) == 8
 
 
 def test_place_labels_keeps_boxes_apart_and_off_the_markers() -> None:
@@ -282,8 +282,8 @@ def test_kid_curves_have_a_panel_per_model_each_on_its_own_scale(
     vae_run = runs.loc[runs["model"] == "vae", "run_id"].iloc[0]
     single = curves[curves["run_id"] == vae_run].tail(1).assign(run_id="lone")
     labels["lone"] = "vae 64-true w=4 f=1"  # a configuration scored once
-    written(plots.kid_curves(pd.concat([curves, single]), labels, tmp_path, estimated=True))
-    fig = figures["kid_curves"]
+    written(plots.quality_curves(pd.concat([curves, single]), labels, tmp_path, estimated=True))
+    fig = figures["quality_curves"]
     gan, vae = fig.axes
     assert (gan.get_title(), vae.get_title()) == ("gan", "vae")
     assert gan.get_ylim()[1] < 0.1 and vae.get_ylim()[0] > 0.5  # KIDs ~0.02 and ~1
@@ -309,8 +309,8 @@ def test_absurd_energies_are_left_out_of_kid_vs_energy(
     summary = summary_of(results(fractions=(1.0,), seeds=(0,)))
     summary.loc[0, "energy_fit_j_mean"] = bad
     summary.loc[1, "energy_fit_j_ci"] = bad
-    written(plots.kid_vs_energy(summary, tmp_path))
-    fig = figures["kid_vs_energy"]
+    written(plots.quality_vs_energy(summary, tmp_path))
+    fig = figures["quality_vs_energy"]
     assert sum(len(points(ax)) for ax in fig.axes) == len(summary) - 1
     assert all(math.isfinite(limit) for ax in fig.axes for limit in ax.get_xlim())
     notes = [text.get_text() for text in fig.texts]
@@ -331,9 +331,9 @@ def test_absurd_energies_are_left_out_of_the_bars_and_curves(
     assert all(math.isfinite(limit) for limit in ax.get_xlim()) and ax.get_xlim()[1] < 1e3
     assert len(ax.patches) == 6 * 8 - 2
     curves = curves_of(runs)
-    curves.loc[curves.index[:2], "train_j"] = [1e308, -math.inf]
-    written(plots.kid_curves(curves, labels, tmp_path))
-    fig = figures["kid_curves"]
+    curves.loc[curves.index[:2], "fit_j"] = [1e308, -math.inf]
+    written(plots.quality_curves(curves, labels, tmp_path))
+    fig = figures["quality_curves"]
     assert "2 value(s) left out: not finite or beyond 1e15" in [t.get_text() for t in fig.texts]
     assert all(math.isfinite(limit) for ax in fig.axes for limit in ax.get_xlim())
 
@@ -341,11 +341,11 @@ def test_absurd_energies_are_left_out_of_the_bars_and_curves(
 def test_only_absurd_values_draw_nothing_and_write_nothing(tmp_path: Path) -> None:
     runs = results(seeds=(0,))
     summary = summary_of(runs).assign(energy_fit_j_mean=1e308, energy_train_j_mean=math.inf)
-    assert plots.kid_vs_energy(summary, tmp_path) is None
+    assert plots.quality_vs_energy(summary, tmp_path) is None
     ok, labels = labelled(runs, summary)
     energy = [column for column in ok if column.startswith("energy_") and "_j" in column]
     assert plots.energy_breakdown(ok.assign(**dict.fromkeys(energy, 1e308)), tmp_path) is None
-    assert plots.kid_curves(curves_of(runs).assign(train_j=math.inf), labels, tmp_path) is None
+    assert plots.quality_curves(curves_of(runs).assign(fit_j=math.inf), labels, tmp_path) is None
     assert list(tmp_path.iterdir()) == []
 
 
@@ -360,5 +360,23 @@ def test_a_figure_that_fails_to_render_leaves_no_file(
 
     monkeypatch.setattr(Figure, "savefig", failing_svg)
     with pytest.raises(RuntimeError):
-        plots.kid_vs_energy(summary_of(results(seeds=(0,))), tmp_path)
+        plots.quality_vs_energy(summary_of(results(seeds=(0,))), tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_title_names_the_one_metric_and_its_better_corner_and_fits_the_figure(
+        tmp_path: Path, figures: dict[str, Figure]) -> None:
+    assert plots.metric_title("val_loss", "min", 0, 4) == (
+        "val_loss against training energy (lower left is better)")
+    assert plots.metric_title("val_acc", "max", 1, 4).startswith(
+        "val_acc against training energy (upper left is better; error bars")
+    summary = pd.DataFrame({
+        "model": "mypkg.Net", "dataset": "mypkg.Data", "label": ["a", "b"],
+        "energy_fit_j_mean": [10.0, 20.0], "energy_fit_j_ci": [None, None],
+        "quality_metric": "val_loss", "quality_mode": "min", "quality_column": "val_loss",
+        "val_loss_mean": [0.5, 0.4], "val_loss_ci": [None, None], "pareto": [True, True],
+        "measured": False})
+    written(plots.quality_vs_energy(summary, tmp_path))
+    title = figures["quality_vs_energy"]._suptitle.get_text()
+    assert title.startswith("val_loss against training energy")
+    assert max(len(line) for line in title.splitlines()) <= 11 * 5.4  # one panel's width

@@ -68,10 +68,10 @@ def _curves() -> tuple[pd.DataFrame, dict[str, str]]:
             labels[run_id] = label
             for epoch in range(1, 5):
                 rows.append({"run_id": run_id, "epoch": epoch, "step": 20 * epoch,
-                             "train_j": 30.0 * epoch * (config + 1),
+                             "fit_j": 30.0 * epoch * (config + 1),
                              "kid": 0.4 / epoch + 0.02 * seed,
                              "fid": math.nan, "nll_nats": math.nan})
-    rows.append({"run_id": "single", "epoch": 5, "step": 100, "train_j": 90.0, "kid": 0.1,
+    rows.append({"run_id": "single", "epoch": 5, "step": 100, "fit_j": 90.0, "kid": 0.1,
                  "fid": math.nan, "nll_nats": math.nan})  # one point only: still drawn
     labels["single"] = "_one point"  # a leading underscore must still reach the legend
     return pd.DataFrame(rows), labels
@@ -83,9 +83,9 @@ def figures(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, Path]]:
     folder = tmp_path_factory.mktemp("report") / "plot files"
     curves, labels = _curves()
     paths = [
-        ("KID against training energy", plots.kid_vs_energy(_summary(measured=False), folder)),
+        ("KID against training energy", plots.quality_vs_energy(_summary(measured=False), folder)),
         ("Energy by window & component", plots.energy_breakdown(_results(), folder)),
-        ("KID along training", plots.kid_curves(curves, labels, folder, estimated=True)),
+        ("KID along training", plots.quality_curves(curves, labels, folder, estimated=True)),
     ]
     assert all(path is not None for _, path in paths)
     return [(caption, path) for caption, path in paths if path is not None]
@@ -125,8 +125,8 @@ def test_plots_write_non_blank_png_and_svg(figures: list[tuple[str, Path]]) -> N
     for _, png in figures:
         _assert_drawn(png)
     names = sorted(path.name for path in figures[0][1].parent.iterdir())
-    assert names == sorted(f"{stem}.{ext}" for stem in ("kid_vs_energy", "energy_breakdown",
-                                                         "kid_curves") for ext in ("png", "svg"))
+    stems = ("quality_vs_energy", "energy_breakdown", "quality_curves")
+    assert names == sorted(f"{stem}.{ext}" for stem in stems for ext in ("png", "svg"))
 
 
 def test_figures_carry_units_labels_and_the_estimate_note(
@@ -144,7 +144,7 @@ def test_figures_carry_units_labels_and_the_estimate_note(
     assert "cumulative training energy (J" in curves_svg and "_one point" in curves_svg
     assert curves_svg.count("gan 32-true w0.5") == 1  # one legend entry per label, not per run
 
-    measured = plots.kid_vs_energy(_summary(measured=True), tmp_path)
+    measured = plots.quality_vs_energy(_summary(measured=True), tmp_path)
     assert measured is not None
     assert plots.ESTIMATED_NOTE not in measured.with_suffix(".svg").read_text()
 
@@ -152,22 +152,22 @@ def test_figures_carry_units_labels_and_the_estimate_note(
 def test_plots_return_none_when_there_is_nothing_to_plot(tmp_path: Path) -> None:
     empty_summary = _summary().iloc[0:0]
     no_kid = _summary().assign(kid_mean=math.nan)
-    assert plots.kid_vs_energy(empty_summary, tmp_path) is None
-    assert plots.kid_vs_energy(no_kid, tmp_path) is None
+    assert plots.quality_vs_energy(empty_summary, tmp_path) is None
+    assert plots.quality_vs_energy(no_kid, tmp_path) is None
     assert plots.energy_breakdown(_results().iloc[0:0], tmp_path) is None
     energy_columns = [c for c in _results() if c.startswith("energy_") and c.endswith("_j")]
     assert plots.energy_breakdown(_results().assign(**dict.fromkeys(energy_columns, None)),
                                   tmp_path) is None
     curves, labels = _curves()
-    assert plots.kid_curves(curves.iloc[0:0], labels, tmp_path) is None
-    assert plots.kid_curves(curves.assign(kid=math.nan), labels, tmp_path) is None
+    assert plots.quality_curves(curves.iloc[0:0], labels, tmp_path) is None
+    assert plots.quality_curves(curves.assign(kid=math.nan), labels, tmp_path) is None
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_single_point_per_run_is_still_a_curve(tmp_path: Path) -> None:
     curves, labels = _curves()
     last = curves.groupby("run_id").tail(1)
-    png = plots.kid_curves(last, labels, tmp_path)
+    png = plots.quality_curves(last, labels, tmp_path)
     assert png is not None
     _assert_drawn(png)
 

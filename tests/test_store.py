@@ -55,7 +55,7 @@ def test_records_round_trip_and_strangers_are_reported(tmp_path: Path) -> None:
     assert why["torn"].startswith("not readable as JSON")
     assert why["list"] == "a JSON list, not a record" and "NoneType" in why["null"]
     assert why["phantom"] == "no schema field: not a greenbench record"
-    assert why["future"] == "schema 99; this greenbench reads schemas 1 and 2"
+    assert why["future"] == "schema 99; this greenbench reads schemas 1, 2 and 3"
     assert why["no_status"] == "status is missing or not a str"
 
 
@@ -87,3 +87,19 @@ def test_an_output_folder_that_cannot_be_made_is_a_user_error(tmp_path: Path) ->
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(UserError, match="cannot create the results folder"):
         SweepStore(tmp_path / "file" / "sweep").open_for_writing().__enter__()
+
+
+def test_an_older_record_is_read_under_the_current_names(tmp_path: Path) -> None:
+    store = SweepStore(tmp_path / "sweep")
+    store.records_dir.mkdir(parents=True)
+    older = finish(new_record("abc123def456", "s", {"model": "gan"}), FAILED, "boom")
+    older.update(schema=2, timings={"setup_s": 1.0, "train_s": 9.5},
+                 quality_curve=[{"epoch": 1, "step": 10, "train_j": 50.0, "kid": 0.4}])
+    (store.records_dir / "abc123def456.json").write_text(json.dumps(older))
+
+    records, _ = store.read_records()
+    (record,) = records.values()
+
+    assert record["schema"] == 2  # as written: readers may tell an older record
+    assert record["timings"] == {"setup_s": 1.0, "trainer_fit_s": 9.5}
+    assert record["quality_curve"] == [{"epoch": 1, "step": 10, "fit_j": 50.0, "kid": 0.4}]

@@ -149,7 +149,7 @@ def test_a_generative_module_gets_kid_besides_its_logged_metric(tmp_path: Path) 
     assert final["kid"] is not None and final["fid"] is not None and "val_mean_gap" in final
     assert record["quality"]["extractor"]["id"].startswith("digits-8px-")
     assert record["generation"]["images"] == 64
-    assert f"samples/{spec.run_id}.png" in result.files
+    assert f"images/{spec.run_id}.png" in result.files
 
 
 @pytest.mark.parametrize("labelled", [True, False])

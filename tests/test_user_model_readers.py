@@ -31,7 +31,7 @@ def user_run(run_id: str, lr: float, precision: str, val_acc: float | str, fit_j
     """A run of ``NET`` on ``DATA``: init args hidden (fixed), lr and act (text), one data init
     arg; quality ``metric`` with ``mode``; no KID (the module does not sample)."""
     content = record(
-        run_id, model=NET, precision=precision, seed=seed, train_j=fit_j - 10.0, kid=None,
+        run_id, model=NET, precision=precision, seed=seed, fit_j=fit_j - 10.0, kid=None,
         config={"dataset": DATA, "image_size": None, "latent_dim": None, "lr": None,
                 "batch_size": None, "model_init_args": {"hidden": 64, "lr": lr, "act": "relu"},
                 "data_init_args": {"batch_size": 32}, "width_arg": "hidden",
@@ -40,7 +40,7 @@ def user_run(run_id: str, lr: float, precision: str, val_acc: float | str, fit_j
                  "final": {"epoch": 3, metric: val_acc},
                  "best": {"epoch": 2, metric: val_acc if isinstance(val_acc, str)
                           else val_acc + 0.01}},
-        curve=[{"epoch": epoch, "step": 10 * epoch, "train_j": fit_j * epoch / 3,
+        curve=[{"epoch": epoch, "step": 10 * epoch, "fit_j": fit_j * epoch / 3,
                 "kid": None, metric: 0.3 * epoch} for epoch in (1, 2, 3)],
     )
     return with_fit(content, fit_j)
@@ -148,7 +148,7 @@ def test_the_curves_carry_the_metric_under_its_own_name() -> None:
     assert "val_acc" in curves
     run = curves[curves["run_id"] == "a"].sort_values("epoch")
     assert run["val_acc"].tolist() == pytest.approx([0.3, 0.6, 0.9])
-    assert run["train_j"].tolist() == pytest.approx([100 / 3, 200 / 3, 100.0])
+    assert run["fit_j"].tolist() == pytest.approx([100 / 3, 200 / 3, 100.0])
 
 
 def test_a_metric_named_like_another_column_is_renamed_once_and_scores_are_repaired() -> None:
@@ -178,8 +178,8 @@ def test_the_report_shows_init_args_the_metric_and_marks_pareto_in_its_direction
     folder = write_records(tmp_path / "runs" / "s", grid())
     written = builder.build([folder], tmp_path / "out")
 
-    assert {path.name for path in written} >= {"report.md", "kid_vs_energy.png",
-                                                "kid_curves.png", "results.parquet"}
+    assert {path.name for path in written} >= {"report.md", "quality_vs_energy.png",
+                                                "quality_curves.png", "results.parquet"}
     markdown = (tmp_path / "out" / "report.md").read_text()
     quality = md_table(markdown, "Quality")
     energy = md_table(markdown, "Energy and cost")

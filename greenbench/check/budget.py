@@ -50,7 +50,7 @@ __all__ = ["BOUNDS", "FAIL", "INCONCLUSIVE", "PASS", "SELECTABLE", "Rule", "Verd
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 SIGNIFICANCE = 0.01
 # metrics that include a node's CPU and RAM energy (the GPU's own columns do not)
-NODE_LEVEL_METRICS = ("energy_", "j_per_1k_samples", "kwh", "gco2", "idle_power_w")
+NODE_ENERGY_METRICS = ("energy_", "j_per_1k_samples", "kwh", "gco2", "idle_power_w")
 GPU_ONLY_SUFFIX = f"_{GPU}_j"
 # results columns that are figures of one window without naming it
 METRIC_WINDOWS = {"j_per_1k_samples": TRAIN, "kwh": TOTAL, "gco2": TOTAL,
@@ -220,7 +220,7 @@ def shared_node_warnings(rules: list[Rule], results: pd.DataFrame) -> list[str]:
         return []
     lines = []
     for rule in rules:
-        if not rule.metric.startswith(NODE_LEVEL_METRICS) or rule.metric.endswith(GPU_ONLY_SUFFIX):
+        if not rule.metric.startswith(NODE_ENERGY_METRICS) or rule.metric.endswith(GPU_ONLY_SUFFIX):
             continue
         chosen = _matches(ok, rule.select.given())
         if rule.relative_to is not None:

@@ -22,13 +22,14 @@ from greenbench import environment
 from greenbench.check.rules import Rule
 from greenbench.errors import UserError
 from greenbench.files import atomic_write
-from greenbench.records import CURVE_KEYS, OK
+from greenbench.records import CURVE_SCORES, OK
 from greenbench.results import group_keys, quality_columns
 
 FILE_NAME = "calibration.json"
 METRICS = (
-    "energy_train_j", "energy_train_net_j", "energy_total_j", "j_per_1k_samples", "gco2",
-    "duration_train_s", "flops_per_step", *CURVE_KEYS,
+    "energy_fit_j", "energy_fit_net_j", "duration_fit_s", "energy_train_j", "energy_train_net_j",
+    "energy_total_j", "j_per_1k_samples", "gco2", "duration_train_s", "flops_per_step",
+    *CURVE_SCORES,
 )
 DETECTABLE = 2.0  # a change must exceed this many coefficients of variation to be told apart
 

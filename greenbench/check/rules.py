@@ -4,7 +4,7 @@ A budgets file is a list of rules (or ``rules:`` holding that list)::
 
     - name: bf16 GAN trains on less energy than 32-true
       select: {model: gan, precision: bf16-mixed}
-      metric: energy_train_j
+      metric: energy_fit_j
       max_ratio: 0.9
       relative_to: {model: gan, precision: 32-true}
       tolerance: 0.05
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import re
 import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -40,13 +39,11 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, ConfigDict, Field, create_model, model_validator
 
 from greenbench.errors import UserError
-from greenbench.records import CONFIG_KEYS, TEXT_CONFIG_KEYS
+from greenbench.records import INIT_ARG_NAME, POINT_FIELDS, TEXT_POINT_FIELDS
 from greenbench.yamlfile import StrictModel, load_yaml, number, validate
 
 BOUNDS = ("max", "min", "max_ratio", "min_ratio")
-SELECTABLE = CONFIG_KEYS  # a rule selects runs by what was trained, and by init args:
-INIT_ARG_FIELD = re.compile(r"^(model|data)\.init_args\.[A-Za-z_][A-Za-z0-9_]*$")
-TEXT_FIELDS = TEXT_CONFIG_KEYS  # the config fields that are text, not numbers
+SELECTABLE = POINT_FIELDS  # a rule selects runs by what was trained, and by init args:
 # Characters that reorder or hide printed text: the bidirectional embeddings and isolates.
 _BIDI = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)))
 
@@ -85,7 +82,7 @@ class _SelectionBase(StrictModel):
             for key, value in data.items():
                 if key in SELECTABLE:
                     continue
-                if isinstance(key, str) and INIT_ARG_FIELD.fullmatch(key):
+                if isinstance(key, str) and INIT_ARG_NAME.fullmatch(key):
                     _init_arg_value(key, value)
                     continue
                 close = difflib.get_close_matches(str(key), SELECTABLE, n=1)
@@ -96,7 +93,7 @@ class _SelectionBase(StrictModel):
         return data
 
     def given(self) -> dict[str, Any]:
-        """The fields this selection names, with their values, in ``CONFIG_KEYS`` order, then
+        """The fields this selection names, with their values, in ``POINT_FIELDS`` order, then
         the init args in the order written."""
         return {key: value for key, value in self if value is not None}
 
@@ -126,8 +123,8 @@ def _short(value: Any) -> str:
 
 Selection = create_model(
     "Selection", __base__=_SelectionBase,
-    **{key: ((PlainText if key in TEXT_FIELDS else number(float)) | None, None)
-       for key in CONFIG_KEYS},
+    **{key: ((PlainText if key in TEXT_POINT_FIELDS else number(float)) | None, None)
+       for key in POINT_FIELDS},
 )
 
 
@@ -212,7 +209,7 @@ def load_budgets(path: str | Path, columns: list[str],
 def _selected_columns(path: Path, i: int, rule: Rule, fields: list[str]) -> None:
     """A ``UserError`` naming the field when a rule selects on an init arg that no record
     has."""
-    known = sorted((field for field in map(str, fields) if INIT_ARG_FIELD.fullmatch(field)),
+    known = sorted((field for field in map(str, fields) if INIT_ARG_NAME.fullmatch(field)),
                    key=lambda field: (not field.startswith("model."), field))
     for where in ("select", "relative_to"):
         selection = getattr(rule, where)

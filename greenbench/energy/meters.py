@@ -22,7 +22,7 @@ GPU, CPU, RAM = "gpu", "cpu", "ram"
 COMPONENTS = (GPU, CPU, RAM)
 # Measured for a whole node, not per process or device: one process per node measures them, and
 # points that share a node share them.
-NODE_LEVEL = (CPU, RAM)
+NODE_COMPONENTS = (CPU, RAM)
 
 # Where a number comes from. The first three read hardware; the others are models.
 NVML_COUNTER = "nvml_energy_counter"  # the GPU's cumulative energy counter (Volta and newer)

@@ -1,18 +1,18 @@
 """Energy per phase of a run, over any set of meters: the framework-free core of the callback.
 
-A run moves through phases: ``idle`` (a baseline before training), ``warmup``, ``train`` and
-``eval``. ``switch(phase)`` reads every meter once and credits everything since the previous
-switch to the phase that just ended, so each joule lands in exactly one phase and nothing is
-counted twice; ``window(phase)`` is the same as a context manager that returns to the phase it
-interrupted (an evaluation in the middle of training pauses ``train``). Meters are read only at
-these edges, never per batch.
+A run moves through phases: ``idle`` (a baseline before training), ``warmup``, ``train``,
+``eval`` and ``generate``. ``switch(phase)`` reads every meter once and credits everything
+since the previous switch to the phase that just ended, so each joule lands in exactly one
+phase and nothing is counted twice; ``window(phase)`` is the same as a context manager that
+returns to the phase it interrupted (an evaluation in the middle of training pauses ``train``).
+Meters are read only at these edges, never per batch.
 
-``result()`` gives six windows, ``idle``, ``warmup``, ``train``, ``eval``, ``fit`` (warmup +
-train: the training energy) and ``total`` (warmup + train + eval; idle is a baseline, not part
-of the run), each with its duration, the
-joules of every component and their source, the total, the total net of idle power, the
-training samples it saw and joules per 1,000 of them, and whether every number in it was
-measured by hardware and is valid.
+``result()`` gives seven windows, ``idle``, ``warmup``, ``train``, ``eval``, ``generate``,
+``fit`` (warmup + train: the training energy) and ``total`` (warmup + train + eval + generate;
+idle is a baseline, not part of the run), each with its duration, the joules of every component
+and their source, the total, the total net of idle power, the training samples (examples) it
+saw and joules per 1,000 of them, whether every number in it was measured by hardware and is
+valid, and whether it lasted long enough to be reliable.
 """
 
 from __future__ import annotations

@@ -21,11 +21,11 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from greenbench.energy.callback import EnergyCallback
-from greenbench.records import CURVE_KEYS, higher_is_better
+from greenbench.records import CURVE_SCORES, higher_is_better
 
 
 class QualityCurve(Callback):
-    """Keeps the quality points of one fit: ``{"epoch", "step", "train_j", "scores"}``.
+    """Keeps the quality points of one fit: ``{"epoch", "step", "fit_j", "scores"}``.
 
     ``score(module)`` gives the feature-space scores (None: the module cannot sample); it runs
     at the end of every ``every_n_epochs``-th epoch (None: never; the harness scores the end of
@@ -79,7 +79,7 @@ class QualityCurve(Callback):
         scores: dict[str, Any] = {}
         if logged is not None and self.metric in logged and math.isfinite(logged[self.metric]):
             scores[self.metric] = logged[self.metric]
-        point = {"epoch": epoch, "step": step, "train_j": self.energy.training_joules(),
+        point = {"epoch": epoch, "step": step, "fit_j": self.energy.training_joules(),
                  "scores": scores, "scored": False}
         if score:
             self.complete(point, module)
@@ -98,11 +98,11 @@ class QualityCurve(Callback):
         point["scored"] = True
 
     def record(self) -> list[dict[str, Any]]:
-        """The curve as records keep it: epoch, step, train_j, the headline scores and the
+        """The curve as records keep it: epoch, step, fit_j, the headline scores and the
         quality metric under its own name."""
-        keys = CURVE_KEYS if self.metric in CURVE_KEYS else (*CURVE_KEYS, self.metric)
+        keys = CURVE_SCORES if self.metric in CURVE_SCORES else (*CURVE_SCORES, self.metric)
         return [
-            {"epoch": p["epoch"], "step": p["step"], "train_j": p["train_j"],
+            {"epoch": p["epoch"], "step": p["step"], "fit_j": p["fit_j"],
              **{key: p["scores"].get(key) for key in keys}}
             for p in self.points
         ]
@@ -127,5 +127,5 @@ def energy_to_quality(points: list[dict[str, Any]], target: float | None, metric
     for point in points:
         value = point["scores"].get(metric)
         if value is not None and (value >= target if higher else value <= target):
-            return point["train_j"]
+            return point["fit_j"]
     return None

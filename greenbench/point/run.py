@@ -4,8 +4,9 @@
 itself: an exception becomes a ``failed`` record carrying the exception's last line (the full
 traceback goes to the process's output, which the parent keeps as the point's log), a precision
 the accelerator cannot run becomes ``skipped``, a loss that turns NaN or infinite becomes
-``diverged``. Energy is measured by an ``EnergyCallback`` on the Trainer (sampling runs in its
-``eval`` window), FLOPs per step by ``StepFlops``; CodeCarbon's own CSV comes back as files. It
+``diverged``. Energy is measured by an ``EnergyCallback`` on the Trainer (scoring runs in its
+``eval`` window, sampling after training in its ``generate`` window), FLOPs per step by
+``StepFlops``; CodeCarbon's own CSV comes back as files. It
 never writes the results store; it returns the record and the files to store.
 """
 
@@ -56,7 +57,7 @@ from greenbench.records import (
     quality_settings,
 )
 
-SAMPLE_GRID = 64  # of the final evaluation's samples, saved as samples/<run_id>.png
+IMAGE_GRID = 64  # of the final evaluation's samples, saved as images/<run_id>.png
 
 
 def run_point(spec: RunSpec) -> PointResult:
@@ -125,7 +126,7 @@ def _run(spec: RunSpec, result: PointResult, codecarbon_dir: str) -> tuple[str, 
     generated: dict[str, Any] | None = None
     try:
         trainer.fit(model, loader, val_loader)
-        timings["train_s"] = _since(started)
+        timings["trainer_fit_s"] = _since(started)
         record["train"] = {
             "batches": monitor.batches,
             "optimizer_steps": trainer.global_step,
@@ -152,7 +153,7 @@ def _run(spec: RunSpec, result: PointResult, codecarbon_dir: str) -> tuple[str, 
         if scorer is not None:
             if not torch.isfinite(scorer.samples).all():
                 return DIVERGED, "generated samples are not finite after training"
-            result.files[f"samples/{spec.run_id}.png"] = grid_png(scorer.samples[:SAMPLE_GRID])
+            result.files[f"images/{spec.run_id}.png"] = grid_png(scorer.samples[:IMAGE_GRID])
         record["quality"] = quality_record(final, curve, extractor, withheld, quality)
         record["quality_curve"] = curve.record()
         settings = {**GENERATE_DEFAULTS, **spec.generate}

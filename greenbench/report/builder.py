@@ -93,11 +93,11 @@ def _write(out_dir: Path, folders: list[Path], frame: pd.DataFrame, summary: pd.
     figures = [
         (f"{quality} against training energy (warm-up plus train); the line joins the "
          "Pareto-optimal configurations",
-         _draw("kid_vs_energy", lambda: plots.kid_vs_energy(summary, out_dir))),
+         _draw("quality_vs_energy", lambda: plots.quality_vs_energy(summary, out_dir))),
         ("Energy by window and component, mean over runs",
          _draw("energy_breakdown", lambda: plots.energy_breakdown(ok, out_dir))),
         (f"{quality} against cumulative training energy along training",
-         _draw("kid_curves", lambda: plots.kid_curves(curves, labels, out_dir,
+         _draw("quality_curves", lambda: plots.quality_curves(curves, labels, out_dir,
                                                       estimated=estimated,
                                                       quality=_qualities(frame)))),
     ]

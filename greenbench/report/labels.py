@@ -23,8 +23,8 @@ from matplotlib.lines import Line2D
 
 MAX_LABEL = 40  # characters of a configuration label drawn on a figure
 CLASS_PATH = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")  # a word of a label: a user's class
-MAX_DIRECT_LABELS = 8  # per panel of kid_vs_energy; beyond, the points are numbered
-MAX_NUMBERED_POINTS = 40  # per figure of kid_vs_energy; beyond, only Pareto points are
+MAX_DIRECT_LABELS = 8  # per panel of quality_vs_energy; beyond, the points are numbered
+MAX_NUMBERED_POINTS = 40  # per figure of quality_vs_energy; beyond, only Pareto points are
 LABEL_SIZE = 7.5  # points
 MARKER_HALF = 4.0  # points either side of a marker (or of the Pareto line) kept free of labels
 DIRECTIONS = ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1))

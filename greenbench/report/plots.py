@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,17 @@ from greenbench.report.labels import text as _text
 from greenbench.results import quality_columns
 from greenbench.results.quality import direction
 
-__all__ = ["ESTIMATED_NOTE", "MARKER_HALF", "config_order", "energy_breakdown", "kid_curves",
-           "kid_title", "kid_vs_energy", "place_labels"]
+__all__ = [
+    "ESTIMATED_NOTE",
+    "MARKER_HALF",
+    "config_order",
+    "energy_breakdown",
+    "kid_title",
+    "metric_title",
+    "place_labels",
+    "quality_curves",
+    "quality_vs_energy",
+]
 
 DPI = 150
 ESTIMATED_NOTE = "energy: CodeCarbon estimates, not measured"
@@ -59,7 +69,7 @@ POINT_COLOUR, PARETO_COLOUR, NOTE_COLOUR = "#1f77b4", "#d62728", "#a04000"
 KID = DEFAULT_QUALITY["metric"]  # the quality of a configuration that names no other
 
 
-def kid_vs_energy(summary: pd.DataFrame, out_dir: Path) -> Path | None:
+def quality_vs_energy(summary: pd.DataFrame, out_dir: Path) -> Path | None:
     """Quality against training energy, one panel per (model, dataset), the Pareto front as a
     step line: KID, or the configurations' own ``quality_metric`` where it is another.
 
@@ -91,20 +101,26 @@ def kid_vs_energy(summary: pd.DataFrame, out_dir: Path) -> Path | None:
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     xlabel = "training energy (J)" if fit else "training energy (J), train window only"
     for ax, ((model, dataset, metric, mode), panel) in zip(axes, panels, strict=False):
-        _kid_panel(ax, panel, xlabel, _quality_label(metric, mode))
+        _quality_panel(ax, panel, xlabel, _quality_label(metric, mode))
         ax.set_title(_plain(f"{_text(model)} on {_text(dataset)}"))
     for ax in axes[len(panels):]:
         fig.delaxes(ax)
     with_bars = int((rows["x_ci"].notna() | rows["y_ci"].notna()).sum())
-    kid_only = set(rows["quality_y_metric"]) == {KID}
-    fig.suptitle(kid_title(with_bars, len(rows)) if kid_only
-                 else quality_title(with_bars, len(rows)))
+    metrics = set(zip(rows["quality_y_metric"], rows["quality_y_mode"], strict=True))
+    if {metric for metric, _ in metrics} == {KID}:
+        title = kid_title(with_bars, len(rows))
+    elif len(metrics) == 1:
+        title = metric_title(*metrics.pop(), with_bars, len(rows))
+    else:
+        title = quality_title(with_bars, len(rows))
+    # wrapped to the figure's width (about 11 characters an inch), never cut off at its sides
+    fig.suptitle(textwrap.fill(title, width=int(11 * 5.4 * ncols)))
     legend = [Line2D([], [], linestyle="none", marker="o", markersize=5, color=POINT_COLOUR,
                      label="configuration"),
               Line2D([], [], color=PARETO_COLOUR, marker="D", markersize=5, label="Pareto front")]
     _notes(fig, estimated=not flags_of(rows, "measured").all(), left_out=left_out, legend=legend)
     label_points(fig, [(ax, panel) for ax, (_, panel) in zip(axes, panels, strict=False)])
-    return _save(fig, out_dir, "kid_vs_energy")
+    return _save(fig, out_dir, "quality_vs_energy")
 
 
 def _with_quality(summary: pd.DataFrame) -> pd.DataFrame:
@@ -143,19 +159,27 @@ def _point_labels(rows: pd.DataFrame) -> list[str]:
 
 
 def _quality_label(metric: str, mode: str) -> str:
-    """The y axis of a ``kid_vs_energy`` panel: the metric and which way is better."""
+    """The y axis of a ``quality_vs_energy`` panel: the metric and which way is better."""
     if metric == KID:
         return "KID, mean (lower is better)"
     return _plain(f"{metric}, mean ({direction(metric, mode or None)})")
 
 
 def kid_title(with_bars: int, points: int) -> str:
-    """The title of ``kid_vs_energy``: it names error bars only when some point has them."""
+    """The title of ``quality_vs_energy``: it names error bars only when some point has them."""
     return f"KID against training energy (lower left is better{_bars(with_bars, points)})"
 
 
+def metric_title(metric: str, mode: str, with_bars: int, points: int) -> str:
+    """The title of ``quality_vs_energy`` when every panel's quality is one metric, not KID."""
+    better = direction(metric, mode or None)
+    corner = {"lower is better": "lower left is better",
+              "higher is better": "upper left is better"}.get(better, better)
+    return _plain(f"{metric} against training energy ({corner}{_bars(with_bars, points)})")
+
+
 def quality_title(with_bars: int, points: int) -> str:
-    """The title of ``kid_vs_energy`` when some panel's quality is not KID."""
+    """The title of ``quality_vs_energy`` when its panels' quality metrics differ."""
     return ("Quality against training energy (each panel's metric says which way is better"
             f"{_bars(with_bars, points)})")
 
@@ -165,8 +189,8 @@ def _bars(with_bars: int, points: int) -> str:
         "" if with_bars == points else ", where a configuration has several runs")
 
 
-def _kid_panel(ax: Axes, rows: pd.DataFrame, xlabel: str, ylabel: str) -> None:
-    """One (model, dataset) panel of ``kid_vs_energy``: points, bars and front, no labels."""
+def _quality_panel(ax: Axes, rows: pd.DataFrame, xlabel: str, ylabel: str) -> None:
+    """One (model, dataset) panel of ``quality_vs_energy``: points, bars and front, no labels."""
     energy, kid = rows["x"].to_numpy(float), rows["y"].to_numpy(float)
     energy_ci, kid_ci = rows["x_ci"].to_numpy(float), rows["y_ci"].to_numpy(float)
     log = _log_scale(energy)
@@ -267,35 +291,35 @@ def _sort_key(column: pd.Series) -> pd.Series:
     return texts.map({text: rank for rank, text in enumerate(ranked)})
 
 
-def kid_curves(curves: pd.DataFrame, labels: dict[str, str], out_dir: Path, *,
+def quality_curves(curves: pd.DataFrame, labels: dict[str, str], out_dir: Path, *,
                estimated: bool = False, quality: dict[str, tuple[str, Any]] | None = None
                ) -> Path | None:
     """KID against the training energy spent so far, one panel per model on its own KID scale;
     runs whose quality is another metric are drawn on a panel of that metric.
 
-    ``curves``: ``run_id``, ``epoch``, ``step``, ``train_j``, ``kid``...; ``labels``: run id to
+    ``curves``: ``run_id``, ``epoch``, ``step``, ``fit_j``, ``kid``...; ``labels``: run id to
     configuration label (else the id); ``quality``: run id to its quality metric and mode,
     where it is not KID (its values in the curves column ``quality_columns`` names). The model
     is the ``model`` column, else the label's first word. A line is the mean of a
     configuration's runs at each scored epoch (quick for thousands of runs); one scored point
     is a marker. ``estimated`` adds the estimated-energy note.
     """
-    if curves.empty or any(column not in curves for column in ("run_id", "train_j")):
+    if curves.empty or any(column not in curves for column in ("run_id", "fit_j")):
         return None
     own = quality or {}
     labels = dict(zip(labels, compact([_text(label) for label in labels.values()]), strict=True))
     metrics = curves["run_id"].map(lambda run: str(own.get(run, (KID,))[0]))
     modes = {str(metric): mode for metric, mode in own.values()}
     points, left_out = _cleaned(curves.assign(quality_y=_own_values(curves, metrics)),
-                                {"train_j": "train_j", "quality_y": "y"})
-    points = points.assign(metric=metrics).dropna(subset=["train_j", "y"])
+                                {"fit_j": "fit_j", "quality_y": "y"})
+    points = points.assign(metric=metrics).dropna(subset=["fit_j", "y"])
     if points.empty:
         return None
     points["label"] = [_text(labels.get(run_id, run_id)) for run_id in points["run_id"]]
     points["model"] = ([_text(model) for model in points["model"]] if "model" in points
                        else [label.split(" ", 1)[0] for label in points["label"]])
     order = "epoch" if "epoch" in points else "step"
-    means = (points.groupby(["model", "metric", "label", order], sort=False)[["train_j", "y"]]
+    means = (points.groupby(["model", "metric", "label", order], sort=False)[["fit_j", "y"]]
              .mean().reset_index())
     panels = sorted(set(zip(means["model"], means["metric"], strict=True)))
     order_of = {label: i for i, label in enumerate(dict.fromkeys(labels.values()))}  # tables'
@@ -310,10 +334,10 @@ def kid_curves(curves: pd.DataFrame, labels: dict[str, str], out_dir: Path, *,
         for label in names:
             line = panel[panel["label"] == label].sort_values(order, kind="stable")
             single = len(line) == 1
-            handles += ax.plot(line["train_j"].to_numpy(float), line["y"].to_numpy(float),
+            handles += ax.plot(line["fit_j"].to_numpy(float), line["y"].to_numpy(float),
                                color=colours[label], marker="o", markersize=6 if single else 3.5,
                                linestyle="none" if single else "-", linewidth=1.3, alpha=0.9)
-        log_x, log_y = _log_scale(panel["train_j"].to_numpy()), _log_scale(panel["y"].to_numpy())
+        log_x, log_y = _log_scale(panel["fit_j"].to_numpy()), _log_scale(panel["y"].to_numpy())
         if log_x:
             _log_x(ax)
         if log_y:
@@ -333,7 +357,7 @@ def kid_curves(curves: pd.DataFrame, labels: dict[str, str], out_dir: Path, *,
                  "Quality during training against the training energy spent so far "
                  "(each model and metric on its own scale)")
     _notes(fig, estimated=estimated, left_out=left_out)
-    return _save(fig, out_dir, "kid_curves")
+    return _save(fig, out_dir, "quality_curves")
 
 
 def _own_values(curves: pd.DataFrame, metric_of: pd.Series) -> pd.Series:

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from greenbench.records import CONFIGURATION_KEYS, DEFAULT_QUALITY, INIT_ARGS_KEYS, NOT_OK, OK
-from greenbench.results import configuration_keys, group_keys, init_arg_columns, quality_columns
-from greenbench.results.loader import QUALITY_FIELDS  # what quality is, per configuration
+from greenbench.records import CONFIGURATION_FIELDS, DEFAULT_QUALITY, INIT_ARGS_KEYS, NOT_OK, OK
+from greenbench.results import configuration_columns, group_keys, init_arg_columns, quality_columns
+from greenbench.results.loader import QUALITY_METRIC_COLUMNS  # what quality is, per configuration
 from greenbench.results.quality import higher_is_better
 from greenbench.results.stats import confidence_half_width, t_quantile
 
@@ -161,7 +161,7 @@ def _labels(summary: pd.DataFrame, keys: list[str]) -> list[str]:
     counts = {key: summary.groupby("model", dropna=False)[key].nunique(dropna=False)
               for key in extra}
     varying = {key for key in extra if (counts[key] > 1).any()}
-    own = {*init_arg_columns(extra), *QUALITY_FIELDS, "width_arg"}
+    own = {*init_arg_columns(extra), *QUALITY_METRIC_COLUMNS, "width_arg"}
     datasets = summary["dataset"].nunique(dropna=False) > 1
     labels = []
     for _, row in summary.iterrows():
@@ -206,7 +206,7 @@ def pareto(summary: pd.DataFrame) -> pd.Series:
     greenbench's own scores, else ``quality_mode``); NaN where either number is missing, or the
     metric has no direction."""
     marks = pd.Series(np.nan, index=summary.index, dtype=object)
-    scope = [k for k in ("model", "dataset", "image_size", "extractor_id", *QUALITY_FIELDS)
+    scope = [k for k in ("model", "dataset", "image_size", "extractor_id", *QUALITY_METRIC_COLUMNS)
              if k in summary]
     for _, group in summary.groupby(scope, dropna=False):
         metric = _first(group, "quality_metric", PARETO_QUALITY)
@@ -239,7 +239,7 @@ def savings(summary: pd.DataFrame, baseline: dict[str, Any] | None = None) -> pd
     KID and of the mean of the configuration's own quality metric where it is not KID
     (``<column>_ratio``), with 95 % intervals where both sides have at least two runs."""
     baseline = DEFAULT_BASELINE if baseline is None else baseline
-    keys = [k for k in (*configuration_keys(summary), *QUALITY_FIELDS, "extractor_id")
+    keys = [k for k in (*configuration_columns(summary), *QUALITY_METRIC_COLUMNS, "extractor_id")
             if k in summary and k not in baseline]
     rows = []
     for _, row in summary.iterrows():
@@ -253,7 +253,7 @@ def savings(summary: pd.DataFrame, baseline: dict[str, Any] | None = None) -> pd
         column = row.get("quality_column", PARETO_QUALITY)
         for metric in dict.fromkeys((TRAINING_ENERGY, PARETO_QUALITY, column)):
             entry.update(_ratio(metric, row, base))
-        entry.update({key: row[key] for key in QUALITY_FIELDS if key in row})
+        entry.update({key: row[key] for key in QUALITY_METRIC_COLUMNS if key in row})
         rows.append(entry)
     return pd.DataFrame(rows)
 
@@ -293,9 +293,9 @@ def parse_baseline(text: str | None, columns: list[str]) -> dict[str, Any] | Non
         key, value = key.strip(), value.strip()
         if not sep or not key or not value:
             raise ValueError(f"{part!r} is not KEY=VALUE")
-        if key not in (*CONFIGURATION_KEYS, *init_arg_columns(columns)) or key not in columns:
+        if key not in (*CONFIGURATION_FIELDS, *init_arg_columns(columns)) or key not in columns:
             raise ValueError(
-                f"{key!r} is not a configuration key ({', '.join(CONFIGURATION_KEYS)}, or an "
+                f"{key!r} is not a configuration key ({', '.join(CONFIGURATION_FIELDS)}, or an "
                 "init arg of these runs, model.init_args.<name>)")
         try:
             selection[key] = float(value)

@@ -3,7 +3,7 @@ run's quality is (``quality``), one type per column (``repair``), and the statis
 share (``stats``). A reader: it never imports torch or Lightning."""
 
 from greenbench.results.loader import (
-    configuration_keys,
+    configuration_columns,
     flatten,
     frame,
     group_keys,
@@ -15,5 +15,5 @@ from greenbench.results.loader import (
 )
 from greenbench.store import sweep_folders
 
-__all__ = ["configuration_keys", "flatten", "frame", "group_keys", "init_arg_columns", "load",
+__all__ = ["configuration_columns", "flatten", "frame", "group_keys", "init_arg_columns", "load",
            "load_curves", "quality_columns", "read_records", "sweep_folders"]

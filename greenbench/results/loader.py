@@ -11,11 +11,12 @@ them). Columns, units in their names:
   its class path in ``model`` (and a data module's in ``dataset``), null ``image_size``,
   ``latent_dim`` and ``lr`` (and ``batch_size`` with a data module), and adds ``width_arg``
   and one column per init arg as the grid set it, ``model.init_args.<name>`` and
-  ``data.init_args.<name>``: config fields like the others (``configuration_keys``), text as
+  ``data.init_args.<name>``: config fields like the others (``configuration_columns``), text as
   text and numbers as numbers;
-* timings: ``setup_s``, ``extractor_s``, ``fit_s`` (the record's ``timings.train_s``: all of
-  ``trainer.fit``), ``eval_s``, ``process_s``; training: ``batches``, ``optimizer_steps``,
-  ``samples_seen``, ``flops_per_step``;
+* timings: ``setup_s``, ``extractor_s``, ``trainer_fit_s`` (the wall time of ``trainer.fit``,
+  idle baseline and meters' start included; ``duration_fit_s`` is the fit window alone),
+  ``eval_s``, ``process_s``; training: ``batches``, ``optimizer_steps``, ``samples_seen``,
+  ``flops_per_step``;
 * energy, per window ``w`` of the monitor (``WINDOWS``: idle, warmup, train, eval, ..., fit,
   total): ``energy_<w>_j``, ``energy_<w>_net_j``, ``duration_<w>_s`` and
   ``energy_<w>_<gpu|cpu|ram>_j``. ``fit`` is the training energy (warm-up plus train; for a
@@ -62,17 +63,17 @@ import pandas as pd
 from greenbench.energy.meters import COMPONENTS
 from greenbench.energy.monitor import FIT, TRAIN, WARMUP, WINDOWS
 from greenbench.records import (
-    CONFIG_KEYS,
-    CONFIGURATION_KEYS,
+    CONFIGURATION_FIELDS,
     CURVE_FIELDS,
     INIT_ARG_COLUMN,
     INIT_ARGS_KEYS,
-    MODES,
+    POINT_FIELDS,
+    QUALITY_MODES,
     WIDTH_ARG_KEY,
 )
 from greenbench.results.quality import (
     DEFAULT_METRIC,
-    QUALITY_KEYS,
+    SCORE_COLUMNS,
     Quality,
     columns,
     direction,
@@ -81,15 +82,15 @@ from greenbench.results.quality import (
 from greenbench.results.repair import MAX_PLAUSIBLE, repaired, text
 from greenbench.store import SweepStore
 
-__all__ = ["MAX_PLAUSIBLE", "QUALITY_FIELDS", "QUALITY_KEYS", "configuration_keys", "flatten",
-           "frame", "group_keys", "init_arg_columns", "load", "load_curves", "quality_columns",
-           "read_records"]
+__all__ = ["MAX_PLAUSIBLE", "QUALITY_METRIC_COLUMNS", "SCORE_COLUMNS", "configuration_columns",
+           "flatten", "frame", "group_keys", "init_arg_columns", "load", "load_curves",
+           "quality_columns", "read_records"]
 
 INIT_ARG_PREFIXES = tuple(INIT_ARG_COLUMN.format(section=section, name="")
                           for section in INIT_ARGS_KEYS)  # model.init_args., data.init_args.
 # What a run's quality is (``quality``): per configuration, split only where it differs
 # between configurations of one model.
-QUALITY_FIELDS = ("quality_metric", "quality_mode")
+QUALITY_METRIC_COLUMNS = ("quality_metric", "quality_mode")
 
 
 def init_arg_columns(results: pd.DataFrame | Iterable[str]) -> list[str]:
@@ -100,20 +101,20 @@ def init_arg_columns(results: pd.DataFrame | Iterable[str]) -> list[str]:
             for column in sorted(name for name in names if name.startswith(prefix))]
 
 
-def configuration_keys(results: pd.DataFrame | Iterable[str]) -> list[str]:
+def configuration_columns(results: pd.DataFrame | Iterable[str]) -> list[str]:
     """The config fields of a configuration present in ``results``: every config axis but seed
     and repeat, the ``width_arg`` of a user's class, and every init arg of one."""
     names = set(map(str, results))
-    keys = [key for key in CONFIGURATION_KEYS if key in names]
+    keys = [key for key in CONFIGURATION_FIELDS if key in names]
     return keys + [WIDTH_ARG_KEY] * (WIDTH_ARG_KEY in names) + init_arg_columns(names)
 
 
 def group_keys(results: pd.DataFrame) -> list[str]:
-    """The keys of a configuration present in ``results`` (``configuration_keys``); split by
+    """The keys of a configuration present in ``results`` (``configuration_columns``); split by
     quality metric too where one model's runs name several, and by feature extractor when the
     runs used several."""
-    keys = configuration_keys(results)
-    for key in QUALITY_FIELDS:
+    keys = configuration_columns(results)
+    for key in QUALITY_METRIC_COLUMNS:
         if key in results and "model" in results and len(results) and (
                 results.groupby("model", dropna=False)[key].nunique() > 1).any():
             keys.append(key)
@@ -192,14 +193,14 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
         "reason": record.get("reason"),
         "sweep": record.get("sweep"),
         "created_at": record.get("created_at"),
-        **{key: config.get(key) for key in CONFIG_KEYS},
+        **{key: config.get(key) for key in POINT_FIELDS},
         **{f"eval_{key}": value for key, value in _dict(config.get("eval")).items()},
         **_user_class(config),
     }
     timings = _dict(record.get("timings"))
     row.update({
         "setup_s": timings.get("setup_s"), "extractor_s": timings.get("extractor_s"),
-        "fit_s": timings.get("train_s"), "eval_s": timings.get("eval_s"),
+        "trainer_fit_s": timings.get("trainer_fit_s"), "eval_s": timings.get("eval_s"),
         "process_s": timings.get("process_s"),
     })
     train = _dict(record.get("train"))
@@ -334,7 +335,7 @@ def _quality(record: dict[str, Any]) -> dict[str, Any]:
     extractor = _dict(quality.get("extractor"))
     own = quality_of(record)
     row = {
-        **{column: final.get(key) for key, column in QUALITY_KEYS.items()},
+        **{column: final.get(key) for key, column in SCORE_COLUMNS.items()},
         "best_epoch": best.get("epoch"),
         "best_kid": best.get("kid"),
         "energy_to_quality_j": quality.get("energy_to_quality_j"),
@@ -358,10 +359,10 @@ def _quality_problems(qualities: list[tuple[Any, Quality]]) -> list[str]:
     renamed: dict[str, list[Any]] = {}
     modes: dict[tuple[str, str], list[Any]] = {}
     for run, found in qualities:
-        if found.metric not in QUALITY_KEYS and quality_columns(found.metric)[0] != found.metric:
+        if found.metric not in SCORE_COLUMNS and quality_columns(found.metric)[0] != found.metric:
             renamed.setdefault(found.metric, []).append(run)
         written = "" if found.written_mode is None else text(found.written_mode)
-        if found.mode is None or (written in MODES and written != found.mode):
+        if found.mode is None or (written in QUALITY_MODES and written != found.mode):
             modes.setdefault((found.metric, written), []).append(run)
     lines = []
     for metric, runs in renamed.items():
@@ -369,7 +370,7 @@ def _quality_problems(qualities: list[tuple[Any, Quality]]) -> list[str]:
         lines.append(f"quality.metric: {_runs(runs, 'name')} the metric {metric!r}, which is "
                      f"already a results column; its values are in {column} and {best}.")
     for (metric, written), runs in modes.items():
-        if written in MODES:
+        if written in QUALITY_MODES:
             lines.append(f"quality.mode: {_runs(runs, 'give')} mode {written} for {metric}, but "
                          f"{direction(metric, None)} for {metric}; read as that.")
         else:

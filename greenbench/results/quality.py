@@ -28,12 +28,12 @@ from typing import Any
 from greenbench.records import (
     DEFAULT_QUALITY,
     HIGHER_IS_BETTER,
-    MODES,
-    QUALITY_KEY,
+    QUALITY_MODES,
+    QUALITY_SETTINGS_KEY,
     higher_is_better,
 )
 
-QUALITY_KEYS = {  # record key -> column
+SCORE_COLUMNS = {  # record key -> column
     "kid": "kid", "kid_std": "kid_std", "fid": "fid", "precision": "sample_precision",
     "recall": "sample_recall", "density": "density", "coverage": "coverage",
     "memorisation": "memorisation", "elbo_nats": "elbo_nats", "nll_nats": "nll_nats",
@@ -60,13 +60,13 @@ def quality_of(record: dict[str, Any]) -> Quality:
     """The quality metric of a record: what its ``quality`` says, else its config's, else the
     reference models' KID."""
     measured = _dict(record.get("quality"))
-    declared = _dict(_dict(record.get("config")).get(QUALITY_KEY))
+    declared = _dict(_dict(record.get("config")).get(QUALITY_SETTINGS_KEY))
     metric = measured.get("metric") or declared.get("metric") or DEFAULT_METRIC
     metric = metric if isinstance(metric, str) else str(metric)
     written = measured.get("mode", declared.get("mode"))
     if metric in HIGHER_IS_BETTER:
         mode: str | None = "max" if HIGHER_IS_BETTER[metric] else "min"
-    elif written in MODES:
+    elif written in QUALITY_MODES:
         mode = written
     else:
         mode = None
@@ -76,8 +76,8 @@ def quality_of(record: dict[str, Any]) -> Quality:
 def columns(metric: str, taken: Collection[str]) -> tuple[str, str]:
     """The columns of ``metric``'s final and best values, given the names ``taken`` by the
     other columns of the results table."""
-    if metric in QUALITY_KEYS:
-        return QUALITY_KEYS[metric], f"best_{QUALITY_KEYS[metric]}"
+    if metric in SCORE_COLUMNS:
+        return SCORE_COLUMNS[metric], f"best_{SCORE_COLUMNS[metric]}"
     name = metric
     while name in taken or f"best_{name}" in taken or name.startswith(TAKEN_PREFIXES):
         name = PREFIX + name

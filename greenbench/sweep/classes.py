@@ -19,7 +19,7 @@ from greenbench.records import INIT_ARG_COLUMN
 from greenbench.sweep.sections import DataSection, Grid, ModelSection, QualitySection
 
 
-class Sweep(Protocol):
+class SweepClasses(Protocol):
     """What of a ``schema.Sweep`` the checks read."""
 
     model_class: ModelSection | None
@@ -29,7 +29,7 @@ class Sweep(Protocol):
     source_folder: str | None
 
 
-def check(sweep: Sweep, path: Path) -> None:
+def check(sweep: SweepClasses, path: Path) -> None:
     """Raise ``UserError`` (prefixed with ``path``) for the first problem with the classes of
     ``sweep``; nothing when it names none."""
     try:
@@ -38,7 +38,7 @@ def check(sweep: Sweep, path: Path) -> None:
         raise UserError(f"{path}: {error}") from None
 
 
-def source_digests(sweep: Sweep) -> dict[str, str | None]:
+def source_digests(sweep: SweepClasses) -> dict[str, str | None]:
     """SHA-256 of the source file of each class ``sweep`` names, by class path."""
     digests = {}
     with plugins.importable_from(sweep.source_folder):
@@ -49,7 +49,7 @@ def source_digests(sweep: Sweep) -> dict[str, str | None]:
     return digests
 
 
-def _check(sweep: Sweep) -> None:
+def _check(sweep: SweepClasses) -> None:
     with plugins.importable_from(sweep.source_folder):
         for section, chosen in (("model", sweep.model_class), ("data", sweep.data)):
             if chosen is None:
@@ -65,7 +65,7 @@ def _check(sweep: Sweep) -> None:
                 _check_model(sweep, cls, chosen)
 
 
-def _check_model(sweep: Sweep, cls: type, chosen: ModelSection) -> None:
+def _check_model(sweep: SweepClasses, cls: type, chosen: ModelSection) -> None:
     if chosen.width_arg is not None:
         axis = f"model.init_args.{chosen.width_arg}"
         if axis in sweep.grid.init_arg_axes:

@@ -35,7 +35,7 @@ from greenbench.errors import UserError
 from greenbench.records import (
     INIT_ARG_COLUMN,
     INIT_ARGS_KEYS,
-    QUALITY_KEY,
+    QUALITY_SETTINGS_KEY,
     WIDTH_ARG_KEY,
     RunSpec,
     quality_settings,
@@ -286,7 +286,7 @@ def expand(sweep: Sweep) -> list[RunSpec]:
 def _config(sweep: Sweep, point: dict[str, Any], repeat: int,
             evaluation: dict[str, Any]) -> dict[str, Any]:
     """What one point trains and how it is scored: hashed into its run_id. A reference model's
-    config has the fields of ``CONFIG_KEYS`` and ``eval``; a class model's adds its init args,
+    config has the fields of ``POINT_FIELDS`` and ``eval``; a class model's adds its init args,
     ``width_arg`` and ``quality`` (``records.INIT_ARGS_KEYS``)."""
     train, model_class = sweep.train, sweep.model_class
     reference = model_class is None
@@ -316,7 +316,7 @@ def _config(sweep: Sweep, point: dict[str, Any], repeat: int,
     if not reference:
         config[WIDTH_ARG_KEY] = model_class.width_arg
     if sweep.quality is not None:
-        config[QUALITY_KEY] = sweep.quality.model_dump()
+        config[QUALITY_SETTINGS_KEY] = sweep.quality.model_dump()
     elif not reference:  # a class that can sample, scored by KID as the reference models are
-        config[QUALITY_KEY] = quality_settings(config)
+        config[QUALITY_SETTINGS_KEY] = quality_settings(config)
     return config

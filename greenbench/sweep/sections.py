@@ -14,14 +14,12 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from greenbench import data, models
-from greenbench.records import GENERATE_DEFAULTS, HIGHER_IS_BETTER, MODES
+from greenbench.records import GENERATE_DEFAULTS, HIGHER_IS_BETTER, INIT_ARG_NAME, QUALITY_MODES
 from greenbench.yamlfile import StrictModel, number
 
 PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
 AXES = ("model", "precision", "width", "data_fraction", "seed", "latent_dim", "batch_size")
 MAX_POINTS = 100_000  # points of one sweep, repeats included
-# A grid axis over an init arg: ``model.init_args.lr``, ``data.init_args.batch_size``.
-INIT_ARG_AXIS = re.compile(r"(model|data)\.init_args\.([A-Za-z_][A-Za-z0-9_]*)")
 CLASS_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 # What an init arg may be in a sweep file: plain values, so that a run_id can hash them.
 InitArg = bool | int | float | str | None
@@ -90,7 +88,7 @@ class QualitySection(StrictModel):
     whose first reaching gives ``energy_to_quality_j``."""
 
     metric: Annotated[str, Field(min_length=1, max_length=100)]
-    mode: Literal[MODES] | None = None  # default: the known direction of greenbench's metrics
+    mode: Literal[QUALITY_MODES] | None = None  # default: the known direction of our metrics
     target: number(float) | None = None
 
     @model_validator(mode="after")
@@ -219,7 +217,7 @@ class Grid(StrictModel):
     @model_validator(mode="after")
     def _init_arg_axes(self) -> Grid:
         for name, values in (self.model_extra or {}).items():
-            if not INIT_ARG_AXIS.fullmatch(name):
+            if not INIT_ARG_NAME.fullmatch(name):
                 known = [*type(self).model_fields, "model.init_args.<name>",
                          "data.init_args.<name>"]
                 close = difflib.get_close_matches(name, known, n=1)

@@ -31,7 +31,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import ray  # after switching usage statistics off
 
 from greenbench import environment
-from greenbench.energy.meters import NODE_LEVEL
+from greenbench.energy.meters import NODE_COMPONENTS
 from greenbench.errors import UserError
 from greenbench.records import PointResult, RunSpec, failed_record
 from greenbench.sweep.executors.local import LocalExecutor
@@ -88,7 +88,7 @@ def attribute(record: dict[str, Any], node: str, concurrency: int) -> None:
     if concurrency <= 1 or not record.get("energy"):
         return
     for window in record["energy"]["windows"].values():
-        for component in NODE_LEVEL:
+        for component in NODE_COMPONENTS:
             window["components"][component]["scope"] = "node_shared"
     record["energy"]["warnings"].append(
         f"{concurrency} points shared this node: its CPU and RAM energy (scope node_shared) "
