@@ -44,7 +44,7 @@ def test_point_trains_and_records(model: str, precision: str) -> None:
     assert record["environment"]["accelerator"] == "cpu"
     assert record["environment"]["torch"] == torch.__version__
     assert_cpu_energy_record(record)
-    png = result.files[f"samples/{spec.run_id}.png"]
+    png = result.files[f"images/{spec.run_id}.png"]
     assert png.startswith(b"\x89PNG")
     assert json.loads(to_json(record)) == record
 
@@ -80,7 +80,7 @@ def test_absurd_learning_rate_diverges_and_stops_at_once() -> None:
     assert "became nan at step" in record["reason"]
     step = int(record["reason"].rsplit(" ", 1)[1])
     assert record["train"]["batches"] == step  # stopped right after the bad step, not at 50
-    assert f"samples/{spec.run_id}.png" not in result.files
+    assert f"images/{spec.run_id}.png" not in result.files
     assert json.loads(to_json(record))["status"] == "diverged"  # NaN losses serialise as null
 
 

@@ -55,7 +55,7 @@ def test_run_records_every_point_and_a_second_run_skips_them_all(tmp_path: Path)
         assert record["executor"] == "local" and record["node_concurrency"] == 1
         assert record["node"]
         assert record["timings"]["process_s"] >= record["timings"]["trainer_fit_s"] > 0
-        assert (sweep_dir / "samples" / f"{run_id}.png").read_bytes().startswith(b"\x89PNG")
+        assert (sweep_dir / "images" / f"{run_id}.png").read_bytes().startswith(b"\x89PNG")
         log = (sweep_dir / "logs" / f"{run_id}.log").read_text()
         assert f"greenbench: point {run_id} ok" in log
         assert record["energy"]["windows"]["train"]["components"]["cpu"]["joules"] > 0
