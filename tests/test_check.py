@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from greenbench.records import to_json
-from tests.helpers import greenbench, record, write_sweep
+from tests.helpers import cli, greenbench, record, write_sweep
 
 RULES = """\
 rules:
@@ -41,7 +41,7 @@ def results_dir(folder: Path, bf16_joules: list[float],
 
 def check(folder: Path, rules: str = RULES, *args: str, env: dict | None = None):
     (folder / "budgets.yaml").write_text(rules)
-    return greenbench("check", "budgets.yaml", "runs/s", *args, cwd=folder)
+    return cli("check", "budgets.yaml", "runs/s", *args, cwd=folder)
 
 
 def test_a_passing_result_set_passes(tmp_path: Path) -> None:
@@ -54,6 +54,13 @@ def test_a_passing_result_set_passes(tmp_path: Path) -> None:
     assert suite.get("tests") == "2" and suite.get("failures") == "0"
     assert [case.get("name") for case in suite] == [
         "bf16 trains on at most 80 % of 32-true's energy", "32-true within 150 J"]
+
+
+def test_the_console_command_exits_1_on_a_broken_budget(tmp_path: Path) -> None:
+    results_dir(tmp_path, [120.0, 122.0, 118.0])
+    (tmp_path / "budgets.yaml").write_text(RULES)
+    done = greenbench("check", "budgets.yaml", "runs/s", cwd=tmp_path)
+    assert done.returncode == 1 and "FAIL" in done.stdout, done.stdout + done.stderr
 
 
 def test_an_injected_regression_fails_and_names_the_rule(tmp_path: Path) -> None:
@@ -100,7 +107,7 @@ def test_exact_metrics_fail_on_the_bound_alone(tmp_path: Path) -> None:
 
 def test_baseline_results_file_for_ratio_rules(tmp_path: Path) -> None:
     results_dir(tmp_path, [60.0, 61.0, 59.0])
-    assert greenbench("report", "runs/s", "--out", "old", cwd=tmp_path).returncode == 0
+    assert cli("report", "runs/s", "--out", "old", cwd=tmp_path).returncode == 0
     rules = ("- name: no more than 10 % above the stored baseline\n"
              "  select: {precision: bf16-mixed}\n  metric: energy_train_j\n"
              "  max_ratio: 1.0\n  tolerance: 0.1\n")
@@ -190,15 +197,14 @@ def test_bad_budgets_exit_2_with_one_line(tmp_path: Path, content: str, expected
 
 def test_calibrate_measures_the_spread_of_a_real_sweep(tmp_path: Path) -> None:
     write_sweep(tmp_path)
-    done = greenbench("calibrate", "sweep.yaml", "--repeats", "2", cwd=tmp_path)
+    done = cli("calibrate", "sweep.yaml", "--repeats", "2", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     content = json.loads((tmp_path / "calibration.json").read_text())
     spread = content["coefficient_of_variation"]
     assert content["repeats"] == 2 and spread["flops_per_step"] == 0.0  # exact
-    assert spread["energy_train_j"] >= 0 and "kid" in spread
+    assert spread["energy_fit_j"] >= 0 and spread["energy_train_j"] >= 0 and "kid" in spread
     assert len(list((tmp_path / "runs" / "tiny" / "records").iterdir())) == 2
-    assert greenbench("calibrate", "sweep.yaml", "--repeats", "1",
-                      cwd=tmp_path).returncode == 2
+    assert cli("calibrate", "sweep.yaml", "--repeats", "1", cwd=tmp_path).returncode == 2
 
 
 def test_the_committed_budgets_file_is_valid() -> None:

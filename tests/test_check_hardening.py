@@ -13,7 +13,7 @@ import pytest
 from greenbench import results
 from greenbench.check.budget import FAIL, INCONCLUSIVE, PASS, evaluate, load_budgets
 from greenbench.records import to_json
-from tests.helpers import greenbench, record
+from tests.helpers import cli, record
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,7 +32,7 @@ def runs_of(prefix: str, joules: list[float], **config) -> list[dict]:
 
 def check(folder: Path, rules: str, *args: str):
     (folder / "budgets.yaml").write_text(rules)
-    return greenbench("check", "budgets.yaml", *args, cwd=folder)
+    return cli("check", "budgets.yaml", *args, cwd=folder)
 
 
 def assert_bad_input(done, expected: str, folder: Path) -> None:

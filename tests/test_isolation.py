@@ -8,16 +8,11 @@ name what was ignored.
 
 from __future__ import annotations
 
-import errno
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from greenbench import cli, store
 from greenbench.sweep.executors.local import last_meaningful_line
 from tests.helpers import read_records, write_sweep
 
@@ -74,39 +69,6 @@ def test_codecarbon_and_lightning_settings_around_a_point_change_nothing(tmp_pat
     assert str(home / ".codecarbon.config") in ignored
     assert str(hostile_dir / ".codecarbon.config") in ignored
     assert {"CODECARBON_FORCE_CPU_POWER", "CODECARBON_FORCE_RAM_POWER"} <= set(ignored)
-
-
-def test_a_full_disk_keeps_the_finished_point_and_the_next_run_stores_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    write_sweep(tmp_path)
-    real_write = store.atomic_write
-
-    def disk_full(target: Path, content: bytes, tmp_dir: Path | None = None) -> None:
-        if target.parent.name == "records":  # the disk fills up just as the record is written
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
-        real_write(target, content, tmp_dir)
-
-    monkeypatch.setattr(store, "atomic_write", disk_full)
-    assert cli.main(["run", "sweep.yaml"]) == 2
-    error = capfd.readouterr().err.strip().splitlines()[-1]
-    assert error.startswith("error: ") and "No space left on device" in error
-    assert "records" in error and "the next run stores it without training" in error
-    pending = list((tmp_path / "runs" / "tiny" / ".tmp" / "pending").iterdir())
-    assert len(pending) == 1 and (pending[0] / "record.json").is_file()
-    assert not list((tmp_path / "runs" / "tiny" / "records").iterdir())
-
-    monkeypatch.setattr(store, "atomic_write", real_write)
-    assert cli.main(["run", "sweep.yaml"]) == 0
-    err = capfd.readouterr().err
-    assert "stored 1 finished point(s) an earlier run had set aside" in err
-    assert "1 already recorded, 0 to run" in err  # not trained again
-    (record,) = read_records(tmp_path / "runs" / "tiny").values()
-    assert record["status"] == "ok" and record["run_id"] == pending[0].name
-    assert (tmp_path / "runs" / "tiny" / "images" / f"{record['run_id']}.png").is_file()
-    assert json.loads((tmp_path / "runs" / "tiny" / "records" /
-                       f"{record['run_id']}.json").read_text()) == record
 
 
 def test_a_dead_point_is_described_by_its_last_meaningful_line() -> None:

@@ -17,6 +17,7 @@ from greenbench.quality.extractor import load_or_build
 from tests.helpers import tiny_spec
 
 SIZE = 16
+EPOCHS = 4  # of a 16-pixel GAN or VAE on digits: long enough for quality to improve
 
 
 @pytest.fixture(scope="module")
@@ -63,43 +64,49 @@ def test_scores_are_reproducible_and_offline(digits, extractor, monkeypatch) -> 
 @pytest.mark.parametrize("model", ["gan", "vae"])
 def test_quality_improves_with_training_along_the_curve(model: str) -> None:
     spec = tiny_spec(model=model, image_size=SIZE, width=0.5, latent_dim=32, batch_size=64,
-                     steps=None, epochs=10, lr=2e-4 if model == "gan" else 1e-3,
-                     eval={"num_samples": 500, "every_n_epochs": 1, "target_kid": 1.0,
-                           "min_extractor_accuracy": None, "importance_samples": 8})
+                     steps=None, epochs=EPOCHS, lr=2e-4 if model == "gan" else 1e-3,
+                     eval={"num_samples": 300, "every_n_epochs": 1, "target_kid": 1.0,
+                           "min_extractor_accuracy": None, "importance_samples": 4})
     record = run_point(spec).record
 
     assert record["status"] == "ok", record["reason"]
     curve = record["quality_curve"]
-    assert [p["epoch"] for p in curve] == list(range(1, 11))
+    assert [p["epoch"] for p in curve] == list(range(1, EPOCHS + 1))
     first, last = curve[0], curve[-1]
     assert last["kid"] < first["kid"]
     if model == "vae":
         assert last["nll_nats"] < first["nll_nats"]
     assert all(b["fit_j"] > a["fit_j"] for a, b in itertools.pairwise(curve))
     quality = record["quality"]
-    assert quality["final"]["epoch"] == 10 and quality["final"]["kid"] == last["kid"]
+    assert quality["final"]["epoch"] == EPOCHS and quality["final"]["kid"] == last["kid"]
     best = min(curve, key=lambda p: p["kid"])
     assert quality["best"]["epoch"] == best["epoch"] and quality["best"]["kid"] == best["kid"]
     reached = next((p for p in curve if p["kid"] <= 1.0), None)
     assert quality["energy_to_quality_j"] == (reached["fit_j"] if reached else None)
     windows = record["energy"]["windows"]
-    # Ten evaluations ran inside the eval window, none in train.
+    # The evaluations ran inside the eval window, none in train.
     assert windows["eval"]["duration_s"] > 0
     assert windows["train"]["samples"] + windows["warmup"]["samples"] == record["train"][
         "samples_seen"]
 
 
-def test_rerunning_a_point_gives_the_same_scores() -> None:
-    spec = tiny_spec(model="vae", image_size=SIZE, steps=20)
-    first, second = (run_point(spec).record["quality"] for _ in range(2))
+@pytest.fixture(scope="module")
+def qualities() -> dict[str, dict]:
+    """The quality of one tiny 16-pixel point of each reference model."""
+    return {model: run_point(tiny_spec(model=model, image_size=SIZE)).record["quality"]
+            for model in ("gan", "vae")}
+
+
+def test_rerunning_a_point_gives_the_same_scores(qualities: dict[str, dict]) -> None:
+    first = qualities["vae"]
+    second = run_point(tiny_spec(model="vae", image_size=SIZE)).record["quality"]
     assert first["extractor"] == second["extractor"]
     for key, value in first["final"].items():
         assert second["final"][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
 
 
-def test_record_quality_shape_for_both_models() -> None:
-    for model in ("gan", "vae"):
-        quality = run_point(tiny_spec(model=model, image_size=SIZE)).record["quality"]
+def test_record_quality_shape_for_both_models(qualities: dict[str, dict]) -> None:
+    for model, quality in qualities.items():
         feature_keys = {"kid", "kid_std", "fid", "precision", "recall", "density", "coverage",
                         "memorisation"}
         likelihood_keys = {"elbo_nats", "nll_nats", "nll_bits_per_dim", "recon_mse"}
@@ -111,7 +118,7 @@ def test_record_quality_shape_for_both_models() -> None:
 
 def test_low_extractor_accuracy_withholds_feature_metrics_but_not_the_run() -> None:
     spec = tiny_spec(model="vae", image_size=SIZE,
-                     eval={"num_samples": 200, "every_n_epochs": None, "target_kid": None,
+                     eval={"num_samples": 50, "every_n_epochs": None, "target_kid": None,
                            "min_extractor_accuracy": 1.0, "importance_samples": 4})
     record = run_point(spec).record
     assert record["status"] == "ok"
@@ -124,10 +131,10 @@ def test_low_extractor_accuracy_withholds_feature_metrics_but_not_the_run() -> N
 def test_scoring_during_training_does_not_change_the_training() -> None:
     # The curve's evaluations draw samples with their own seeded RNG inside fork_rng: the
     # training they interrupt must come out bit for bit the same as without them.
-    plain = tiny_spec(model="gan", image_size=SIZE, steps=None, epochs=3, data_fraction=0.3)
-    curved = tiny_spec(model="gan", image_size=SIZE, steps=None, epochs=3, data_fraction=0.3,
+    plain = tiny_spec(model="gan", image_size=SIZE, steps=None, epochs=2, data_fraction=0.3)
+    curved = tiny_spec(model="gan", image_size=SIZE, steps=None, epochs=2, data_fraction=0.3,
                        eval={**plain.config["eval"], "every_n_epochs": 1})
     without, with_curve = run_point(plain).record, run_point(curved).record
-    assert len(with_curve["quality_curve"]) == 3 and len(without["quality_curve"]) == 1
+    assert len(with_curve["quality_curve"]) == 2 and len(without["quality_curve"]) == 1
     assert with_curve["train"]["final_losses"] == without["train"]["final_losses"]
     assert with_curve["quality"]["final"] == without["quality"]["final"]

@@ -14,7 +14,7 @@ import pytest
 
 from greenbench.cli import main
 from greenbench.report import plots
-from tests.helpers import greenbench, record
+from tests.helpers import cli, record
 
 FOLDER = Path("runs") / "s"
 
@@ -55,7 +55,7 @@ def hidden_leftovers(folder: Path) -> list[str]:
 def test_report_writes_into_the_sweep_folder_and_says_what_it_read(tmp_path: Path) -> None:
     write_records(tmp_path, two_configurations())
 
-    done = greenbench("report", cwd=tmp_path)
+    done = cli("report", cwd=tmp_path)
 
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
@@ -70,17 +70,17 @@ def test_report_writes_into_the_sweep_folder_and_says_what_it_read(tmp_path: Pat
 def test_a_report_is_replaced_whole_and_a_foreign_folder_never(tmp_path: Path) -> None:
     write_records(tmp_path, two_configurations())
     out = tmp_path / "runs" / "s" / "report"
-    assert greenbench("report", cwd=tmp_path).returncode == 0
+    assert cli("report", cwd=tmp_path).returncode == 0
     (out / "old_plot.png").write_bytes(b"\x89PNG stale")  # from an earlier version, say
 
-    assert greenbench("report", cwd=tmp_path).returncode == 0
+    assert cli("report", cwd=tmp_path).returncode == 0
     assert "old_plot.png" not in report_files(out)  # the new folder replaced the old one whole
     assert hidden_leftovers(out.parent) == []
 
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("my own file")
-    done = greenbench("report", "--out", "mine", cwd=tmp_path)
+    done = cli("report", "--out", "mine", cwd=tmp_path)
     assert_one_line_error(done, "mine: holds 'notes.txt', which a report does not write")
     assert report_files(mine) == {"notes.txt"}
     assert hidden_leftovers(tmp_path) == []
@@ -123,7 +123,7 @@ def test_an_absurd_energy_is_missing_with_a_note_and_the_plots_are_drawn(tmp_pat
         runs[0]["energy"]["windows"][window]["components"]["cpu"]["joules"] = 1e308
     write_records(tmp_path, runs)
 
-    done = greenbench("report", cwd=tmp_path)
+    done = cli("report", cwd=tmp_path)
 
     assert done.returncode == 0, done.stderr
     out = tmp_path / "runs" / "s" / "report"
@@ -145,7 +145,7 @@ def test_flops_beyond_64_bits_are_reported(tmp_path: Path, flops: int) -> None:
     runs[2]["flops_per_step"] = -1 if flops == 2**63 else 10  # -1: not plausible, missing
     write_records(tmp_path, runs)
 
-    done = greenbench("report", cwd=tmp_path)
+    done = cli("report", cwd=tmp_path)
 
     assert done.returncode == 0, done.stderr
     out = tmp_path / "runs" / "s" / "report"
@@ -167,7 +167,7 @@ def test_numbers_stored_as_text_are_read_or_missing_and_noted(tmp_path: Path) ->
     runs[2]["reason"] = {"why": "a dict"}
     write_records(tmp_path, runs)
 
-    done = greenbench("report", cwd=tmp_path)
+    done = cli("report", cwd=tmp_path)
 
     assert done.returncode == 0, done.stderr
     out = tmp_path / "runs" / "s" / "report"
@@ -199,7 +199,7 @@ def test_stray_files_are_skipped_with_a_warning_each_by_report_and_check(
         (folder / "records" / name).write_text(json.dumps(content))
     (folder / "records" / "broken.json").write_text("{not json")
 
-    done = greenbench("report", cwd=tmp_path)
+    done = cli("report", cwd=tmp_path)
 
     assert done.returncode == 0, done.stderr
     warnings = done.stderr.strip().splitlines()
@@ -215,7 +215,7 @@ def test_stray_files_are_skipped_with_a_warning_each_by_report_and_check(
 
     (tmp_path / "budgets.yaml").write_text(
         "- name: within 1 kJ\n  select: {model: gan}\n  metric: energy_train_j\n  max: 1000\n")
-    checked = greenbench("check", "budgets.yaml", "runs/s", cwd=tmp_path)
+    checked = cli("check", "budgets.yaml", "runs/s", cwd=tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     check_warnings = [w for w in checked.stderr.splitlines() if "skipped, not a record" in w]
     assert len(check_warnings) == len(STRAYS) + 1
@@ -226,7 +226,7 @@ def test_a_folder_of_strays_only_is_a_user_error(tmp_path: Path) -> None:
     (folder / "records").mkdir(parents=True)
     (folder / "records" / "dict.json").write_text('{"a": 1}')
 
-    done = greenbench("report", cwd=tmp_path)
+    done = cli("report", cwd=tmp_path)
 
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith(
@@ -239,7 +239,7 @@ def test_the_same_runs_in_two_sweep_folders_count_once(tmp_path: Path) -> None:
     write_records(tmp_path, [*two_configurations()[:2], record("c0", width=0.25)],
                   Path("runs") / "second")
 
-    done = greenbench("report", "runs/first", "runs/second", cwd=tmp_path)
+    done = cli("report", "runs/first", "runs/second", cwd=tmp_path)
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "read 4 records from runs/first, runs/second"
@@ -266,7 +266,7 @@ def test_formula_text_is_quoted_in_the_csv_and_numbers_are_not(tmp_path: Path) -
     runs[-1]["node"] = "=cmd|' /C calc'!A0"
     write_records(tmp_path, runs)
 
-    done = greenbench("report", cwd=tmp_path)
+    done = cli("report", cwd=tmp_path)
 
     assert done.returncode == 0, done.stderr
     out = tmp_path / "runs" / "s" / "report"
@@ -290,7 +290,7 @@ def test_mentions_and_urls_from_records_are_inert_in_the_markdown(tmp_path: Path
     runs[0]["energy"]["warnings"] = ["ping @octocat"]
     write_records(tmp_path, runs)
 
-    done = greenbench("report", cwd=tmp_path)
+    done = cli("report", cwd=tmp_path)
 
     assert done.returncode == 0, done.stderr
     markdown = (tmp_path / "runs" / "s" / "report" / "report.md").read_text()
@@ -308,7 +308,7 @@ def test_a_budget_rule_may_bound_training_energy(tmp_path: Path) -> None:
         "- name: training within 100 J\n  select: {width: 1.0}\n  metric: energy_fit_j\n"
         "  max: 100\n")
 
-    done = greenbench("check", "budgets.yaml", "runs/s", cwd=tmp_path)
+    done = cli("check", "budgets.yaml", "runs/s", cwd=tmp_path)
 
     assert done.returncode == 1, done.stdout + done.stderr  # 105 J: the second rule breaks
     assert "PASS" in done.stdout and "FAIL" in done.stdout

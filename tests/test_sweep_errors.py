@@ -1,13 +1,15 @@
-"""Malformed sweep files through the real command: one line naming the field, exit 2, no
-traceback, nothing written, and nothing executed."""
+"""Malformed sweep files through the command line's ``main``, in this process: one line naming
+the field, exit 2, no traceback, nothing written, and nothing executed. One case goes through
+the real console entry point in a fresh process, to show the exit code and the line reach the
+shell."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import cli, greenbench
 
 VALID = """\
 name: ok
@@ -82,13 +84,6 @@ MALFORMED = {
 }
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "greenbench", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=60,
-    )
-
-
 @pytest.mark.parametrize("content, expected", MALFORMED.values(), ids=MALFORMED.keys())
 def test_malformed_sweep_is_one_line_exit_2_and_writes_nothing(
     tmp_path: Path, content: str, expected: str
@@ -97,7 +92,7 @@ def test_malformed_sweep_is_one_line_exit_2_and_writes_nothing(
     sweep.write_text(content)
     before = sorted(tmp_path.rglob("*"))
 
-    done = run_cli("run", "sweep.yaml", cwd=tmp_path)
+    done = cli("run", "sweep.yaml", cwd=tmp_path)
 
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
@@ -114,7 +109,7 @@ def test_yaml_tag_that_would_run_code_is_refused_and_does_not_run(tmp_path: Path
     (tmp_path / "sweep.yaml").write_text(
         f"name: x\ndescription: !!python/object/apply:os.system ['touch {marker}']\n"
     )
-    done = run_cli("run", "sweep.yaml", cwd=tmp_path)
+    done = cli("run", "sweep.yaml", cwd=tmp_path)
     assert done.returncode == 2
     assert "YAML tag !!python/object/apply:os.system is not allowed" in done.stderr
     assert "Traceback" not in done.stderr
@@ -123,14 +118,14 @@ def test_yaml_tag_that_would_run_code_is_refused_and_does_not_run(tmp_path: Path
 
 
 def test_missing_sweep_file(tmp_path: Path) -> None:
-    done = run_cli("run", "nope.yaml", cwd=tmp_path)
+    done = cli("run", "nope.yaml", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip() == "error: nope.yaml: no such file"
 
 
 def test_a_directory_is_not_a_sweep_file(tmp_path: Path) -> None:
     (tmp_path / "dir.yaml").mkdir()
-    done = run_cli("run", "dir.yaml", cwd=tmp_path)
+    done = cli("run", "dir.yaml", cwd=tmp_path)
     assert done.returncode == 2
     assert "is a directory" in done.stderr
 
@@ -138,7 +133,15 @@ def test_a_directory_is_not_a_sweep_file(tmp_path: Path) -> None:
 def test_valid_sweep_passes_validation(tmp_path: Path) -> None:
     # The counterpart of the cases above: the same command accepts a good file.
     (tmp_path / "sweep.yaml").write_text(VALID)
-    done = run_cli("run", "sweep.yaml", "--dry-run", cwd=tmp_path)
+    done = cli("run", "sweep.yaml", "--dry-run", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "1 points, 1 to run" in done.stdout
     assert not (tmp_path / "runs").exists()  # a dry run writes nothing
+
+
+def test_the_console_command_prints_the_line_and_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "sweep.yaml").write_text("name: x\nwidht: 0.5\n")
+    done = greenbench("run", "sweep.yaml", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == ("error: sweep.yaml: widht: unknown key; did you mean 'width'?\n")
+    assert done.stdout == "" and not (tmp_path / "runs").exists()
