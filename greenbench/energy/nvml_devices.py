@@ -33,6 +33,7 @@ class Device:
     name: str | None = None
     power_limit_w: float | None = None
     matched_by: str = "index"  # "uuid": exact; "index": through the CUDA device order
+    cuda_device_order: str | None = None  # by index: the order it was read in
     mig_uuid: str | None = None  # the MIG instance asked for, where one was
     # Why this GPU's energy is not the run's alone (a MIG instance, MIG mode on); empty: it is.
     sharing: list[str] = field(default_factory=list)
@@ -88,9 +89,7 @@ class Device:
             "uuid": self.uuid,
             "name": self.name,
             "matched_by": self.matched_by,
-            # by index, the CUDA order decides which GPU an index is (PCI_BUS_ID: NVML's)
-            "cuda_device_order": (os.environ.get("CUDA_DEVICE_ORDER", "FASTEST_FIRST")
-                                  if self.matched_by == "index" else None),
+            "cuda_device_order": self.cuda_device_order,
             "mig_uuid": self.mig_uuid,
             "scope": self.scope,
             "sharing": list(self.sharing),
@@ -163,6 +162,9 @@ def open_device(nv: Any, spec: DeviceSpec, visible: list[DeviceSpec] | None) -> 
         name=nvml_text(try_call(nv.nvmlDeviceGetName, handle)),
         power_limit_w=None if limit_mw is None else limit_mw / 1000,
         matched_by="index" if isinstance(target, int) else "uuid",
+        # by index, the CUDA order decides which GPU an index is (PCI_BUS_ID: NVML's)
+        cuda_device_order=(os.environ.get("CUDA_DEVICE_ORDER", "FASTEST_FIRST")
+                           if isinstance(target, int) else None),
         mig_uuid=mig_uuid, sharing=sharing,
     )
 
