@@ -8,8 +8,11 @@ over the warm-up and train windows' joules, per point of ``benchmarks/eval_cost.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-from sweeps import ROOT, describe_machine, eval_share, run, training_j
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path: this checkout
+
+from benchmarks.sweep_runs import ROOT, describe_machine, eval_share, run, training_j
 
 SWEEP = ROOT / "benchmarks" / "eval_cost.yaml"
 REPORT = ROOT / "reports" / "eval-cost.md"

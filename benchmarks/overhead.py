@@ -2,12 +2,12 @@
 
 Each round trains the reference GAN on digits three times with the same seed and data: without
 the callback (A), with it (B), and without it again (C, a control), in an order that rotates
-from round to round (ABC, BCA, CAB, ...). A small timing callback takes the median step time
-after a warm-up. The callback's idle baseline is set to 0: it is measured before training and
-is not step time. Per round, the overhead ratio is B over the mean of A and C, and the control
-ratio C over A shows how much two identical arms differ on this machine (the noise floor). The
-report gives the median and spread of both over the rounds, against the target median <= 1.01
-on a CPU.
+from round to round (ABC, BCA, CAB, ...: ``ab_rounds.py``, shared with the GPU benchmark). A
+small timing callback takes the median step time after a warm-up. The callback's idle baseline
+is set to 0: it is measured before training and is not step time. Per round, the overhead ratio
+is B over the mean of A and C, and the control ratio C over A shows how much two identical arms
+differ on this machine (the noise floor). The report gives the median and spread of both over
+the rounds, against the target median <= 1.01 on a CPU.
 
 Where the noise floor is wider than the target, the A/B ratio cannot resolve it, so the report
 also measures the callback's own work directly: the time of its per-batch hook (called many
@@ -20,22 +20,26 @@ sum, over the step time, bounds what the callback can add to a step.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path: this checkout
+
 import itertools
 import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 import warnings
-from pathlib import Path
 from types import SimpleNamespace
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from benchmarks.ab_rounds import alternate, spread, spread_row
 from greenbench import environment
 from greenbench.data import load_dataset
 from greenbench.energy.callback import EnergyCallback
@@ -132,21 +136,14 @@ def main() -> int:
     images = train.repeat(((BATCHES + 1) * BATCH_SIZE) // len(train) + 1, 1, 1, 1)
     seconds_per_step(images, with_callback=False)  # warm the process up; not counted
 
-    rounds = []
-    arms = ("A", "B", "C")
-    for i in range(ROUNDS):
-        order = arms[i % 3:] + arms[:i % 3]
-        timed = {arm: seconds_per_step(images, with_callback=arm == "B") for arm in order}
-        rounds.append({
-            "order": "".join(order), "a_s": timed["A"], "b_s": timed["B"], "c_s": timed["C"],
-            "ratio": timed["B"] / ((timed["A"] + timed["C"]) / 2),
-            "control_ratio": timed["C"] / timed["A"],
-        })
-        print(f"round {i + 1:2d}/{ROUNDS} ({rounds[-1]['order']}): ratio "
-              f"{rounds[-1]['ratio']:.4f}, control {rounds[-1]['control_ratio']:.4f}", flush=True)
+    def progress(i: int, row: dict) -> None:
+        print(f"round {i + 1:2d}/{ROUNDS} ({row['order']}): ratio {row['ratio']:.4f}, "
+              f"control {row['control_ratio']:.4f}", flush=True)
 
-    ratio = _spread([r["ratio"] for r in rounds])
-    control = _spread([r["control_ratio"] for r in rounds])
+    rounds = alternate(lambda with_callback: seconds_per_step(images, with_callback), ROUNDS,
+                       on_round=progress)
+    ratio = spread([r["ratio"] for r in rounds])
+    control = spread([r["control_ratio"] for r in rounds])
     median = ratio["median"]
     step_s = statistics.median(r["a_s"] for r in rounds)
     hook_s, background = hook_seconds(), background_cpu_share()
@@ -182,8 +179,8 @@ def main() -> int:
         "",
         "| | median | interquartile range | min | max |",
         "|---|---:|---|---:|---:|",
-        f"| with / without the callback | {_row(ratio)} |",
-        f"| control: without / without | {_row(control)} |",
+        f"| with / without the callback | {spread_row(ratio)} |",
+        f"| control: without / without | {spread_row(control)} |",
         "",
         "The control row is the noise floor: two identical arms differ by that much here. "
         + ("It is narrower than the target, so the A/B ratio resolves it."
@@ -212,17 +209,6 @@ def main() -> int:
     ]))
     print(f"median ratio {median:.4f}; wrote {REPORT.relative_to(ROOT)}.md and .json")
     return 0
-
-
-def _spread(values: list[float]) -> dict[str, float]:
-    q1, median, q3 = statistics.quantiles(values, n=4)
-    return {"median": median, "q1": q1, "q3": q3,
-            "min": min(values), "max": max(values)}
-
-
-def _row(spread: dict[str, float]) -> str:
-    return (f"{spread['median']:.4f} | {spread['q1']:.4f} to {spread['q3']:.4f} | "
-            f"{spread['min']:.4f} | {spread['max']:.4f}")
 
 
 if __name__ == "__main__":

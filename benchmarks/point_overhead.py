@@ -2,7 +2,7 @@
 warm-started point processes and a per-sweep idle baseline, measured A/B in one run.
 
 For each arm the quickstart sweep runs from a cold start of ``greenbench run`` into a fresh
-folder with an empty extractor cache (``sweeps.run``). A point's overhead is its
+folder with an empty extractor cache (``sweep_runs.run``). A point's overhead is its
 ``timings.process_s`` (its process's wall time, as the parent sees it) minus its warm-up, train,
 eval and generate window durations; an idle baseline taken inside the point counts as overhead.
 The yardstick is a cold ``python -c "import torch, lightning.pytorch"`` on the same machine in
@@ -15,12 +15,16 @@ the machine: the target is a median overhead of at most half that import. Writes
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path: this checkout
+
 import statistics
 import subprocess
-import sys
 import time
 
-from sweeps import ROOT, describe_machine, measured_s, overhead_s, run
+from benchmarks.sweep_runs import ROOT, describe_machine, measured_s, overhead_s, run
 
 # Settings
 SWEEP = ROOT / "sweeps" / "quickstart.yaml"

@@ -1,7 +1,7 @@
 """How long the quickstart sweep takes on this machine, end to end, as a user runs it.
 
 Runs ``greenbench run sweeps/quickstart.yaml`` once into a fresh temporary folder (see
-``sweeps.py``), times the whole command, reads the records it wrote, and writes
+``sweep_runs.py``), times the whole command, reads the records it wrote, and writes
 ``reports/quickstart-runtime.md``: the wall time against the 3-minute target, and per point
 the time spent training (the energy callback's ``train`` and ``warmup`` windows), in fit (which
 also holds the idle baseline and the meters' start), in scoring, and in the point's process
@@ -13,8 +13,11 @@ also holds the idle baseline and the meters' start), in scoring, and in the poin
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-from sweeps import ROOT, describe_machine, eval_share, run, training_s
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path: this checkout
+
+from benchmarks.sweep_runs import ROOT, describe_machine, eval_share, run, training_s
 
 SWEEP = ROOT / "sweeps" / "quickstart.yaml"
 REPORT = ROOT / "reports" / "quickstart-runtime.md"

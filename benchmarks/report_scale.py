@@ -12,17 +12,20 @@ records are random (seeded); only their shape and count matter here.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path: this checkout
+
 import itertools
 import random
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
+from benchmarks.sweep_runs import ROOT, describe_machine
 from greenbench.records import OK, finish, new_record, run_id, to_json
-from sweeps import ROOT, describe_machine
 
 REPORT = ROOT / "reports" / "report-scale.md"
 TARGET_S = 10.0

@@ -1,13 +1,12 @@
-"""benchmarks/gpu_validation.py: everything about it that needs no GPU (its arguments, the
-section registry, the report rendered from a result dict, the file name, the refusal without a
-GPU, the sweep it runs and the rows it makes of real records), and one run of the whole script
-in --quick mode where a GPU exists."""
+"""benchmarks/gpu/validate.py and its sections: everything that needs no GPU (the arguments,
+the section registry, time limits, the report rendered from a result dict, the file name, the
+refusal without a GPU, the NVML window against the fake NVML, the sweep it runs and the rows it
+makes of real records), and one run of the whole script in --quick mode where a GPU exists."""
 
 from __future__ import annotations
 
 import copy
-import importlib.util
-import math
+import json
 import os
 import re
 import subprocess
@@ -17,39 +16,42 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from benchmarks.gpu import common, flops, nvml_counter, precisions, quickstart
+from benchmarks.gpu import validate as gv
 from greenbench.point.run import run_point
 from greenbench.sweep.schema import expand, load_sweep
 from tests.helpers import tiny_spec
+from tests.nvml_fake import FakeGpu, FakeNvml, RealClock, hopper
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "benchmarks" / "gpu_validation.py"
+SCRIPT = ROOT / "benchmarks" / "gpu" / "validate.py"
 
 
-@pytest.fixture(scope="module")
-def gv():
-    """The script as a module (registered while in use: its dataclasses look themselves up)."""
-    spec = importlib.util.spec_from_file_location("gpu_validation", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
+def context(settings: common.Settings, elapsed_s: float = 0.0,
+            budget_s: float = gv.BUDGET_S) -> common.Context:
+    return common.Context(settings, started=time.perf_counter() - elapsed_s, budget_s=budget_s)
+
+
+def replaced(run_of: Any) -> tuple[gv.Section, ...]:
+    """The registry with each section's work replaced by ``run_of(name)``."""
+    return tuple(gv.Section(s.name, s.title, run_of(s.name), s.render, s.estimate_s, s.needs)
+                 for s in gv.SECTIONS)
 
 
 # --------------------------------------------------------------------------- arguments
 
 
-def test_arguments_default_to_a_full_run_into_reports(gv):
+def test_arguments_default_to_a_full_run_into_reports():
     args = gv.parse_args([])
     assert args.out == ROOT / "reports"
     assert args.quick is False
     assert args.skip == []
+    assert args.budget == 480
 
 
-def test_arguments_quick_out_and_skips(gv, tmp_path):
+def test_arguments_quick_out_and_skips(tmp_path):
     args = gv.parse_args(["--out", str(tmp_path), "--quick", "--skip", "nvml, overhead",
                           "--skip", "quickstart", "--skip", "nvml"])
     assert args.out == tmp_path
@@ -57,7 +59,7 @@ def test_arguments_quick_out_and_skips(gv, tmp_path):
     assert args.skip == ["nvml", "overhead", "quickstart"]  # in order, each once
 
 
-def test_an_unknown_section_to_skip_is_refused(gv, capsys):
+def test_an_unknown_section_to_skip_is_refused(capsys):
     with pytest.raises(SystemExit) as stop:
         gv.parse_args(["--skip", "nvml,gpu"])
     assert stop.value.code == 2
@@ -69,9 +71,8 @@ def test_an_unknown_section_to_skip_is_refused(gv, capsys):
 # --------------------------------------------------------------------------- the registry
 
 
-def test_the_registry_names_every_section_once_in_order(gv):
+def test_the_registry_names_every_section_once_in_order():
     assert gv.SECTION_NAMES == ("nvml", "overhead", "precisions", "flops", "quickstart")
-    assert set(gv.RENDERERS) == set(gv.SECTION_NAMES)
     by_name = {s.name: s for s in gv.SECTIONS}
     assert by_name["flops"].needs == ("precisions",)
     assert all(set(s.needs) < set(gv.SECTION_NAMES[:gv.SECTION_NAMES.index(s.name)])
@@ -79,15 +80,15 @@ def test_the_registry_names_every_section_once_in_order(gv):
 
 
 @pytest.mark.parametrize("mode", ["full", "quick"])
-def test_the_planned_sections_fit_in_the_budget(gv, mode):
+def test_the_planned_sections_fit_in_the_budget(mode):
     assert gv.BUDGET_S == 480
     assert sum(s.estimate_s[mode] for s in gv.SECTIONS) <= gv.BUDGET_S - 30  # start-up, header
-    quick, full = gv.QUICK, gv.FULL
+    quick, full = common.QUICK, common.FULL
     assert quick.long_s < full.long_s and quick.steps < full.steps
     assert quick.overhead_rounds < full.overhead_rounds
 
 
-def test_a_section_not_run_and_its_dependants_say_why(gv, monkeypatch):
+def test_a_section_not_run_and_its_dependants_say_why(monkeypatch):
     calls = []
 
     def fake(name):
@@ -98,11 +99,8 @@ def test_a_section_not_run_and_its_dependants_say_why(gv, monkeypatch):
             return {"rows": []}
         return run
 
-    sections = tuple(gv.Section(s.name, s.title, fake(s.name), s.estimate_s, s.needs)
-                     for s in gv.SECTIONS)
-    monkeypatch.setattr(gv, "SECTIONS", sections)
-    ctx = gv.Context(gv.QUICK, started=gv.time.perf_counter())
-    done = gv.run_sections(ctx, skip=["nvml"])
+    monkeypatch.setattr(gv, "SECTIONS", replaced(fake))
+    done = gv.run_sections(context(common.QUICK), skip=["nvml"])
     assert calls == ["overhead", "precisions", "quickstart"]
     assert done["nvml"] == {"status": "skipped", "reason": "skipped with --skip"}
     assert done["precisions"]["status"] == "failed"
@@ -112,16 +110,50 @@ def test_a_section_not_run_and_its_dependants_say_why(gv, monkeypatch):
     assert done["overhead"]["status"] == "ok" and "elapsed_s" in done["overhead"]
 
 
-def test_a_section_that_no_longer_fits_is_not_started(gv, monkeypatch):
+def test_a_section_that_no_longer_fits_is_not_started(monkeypatch):
     ran = []
     sections = tuple(gv.Section(s.name, s.title, lambda ctx, n=s.name: ran.append(n) or {},
-                                s.estimate_s, ()) for s in gv.SECTIONS)
+                                s.render, s.estimate_s, ()) for s in gv.SECTIONS)
     monkeypatch.setattr(gv, "SECTIONS", sections)
-    ctx = gv.Context(gv.FULL, started=gv.time.perf_counter() - (gv.BUDGET_S - 60))
-    done = gv.run_sections(ctx, skip=[])
+    done = gv.run_sections(context(common.FULL, elapsed_s=gv.BUDGET_S - 60), skip=[])
     assert ran == ["nvml", "flops"]  # 50 s and 1 s fit in the last 60; the others do not
     assert done["overhead"]["status"] == "skipped"
     assert "of the 480 s budget left; it needs about 90 s" in done["overhead"]["reason"]
+
+
+def test_a_section_past_its_time_limit_is_stopped_and_the_others_still_run(monkeypatch):
+    def sleeper(ctx):
+        time.sleep(30)
+        return {}
+
+    monkeypatch.setattr(gv, "SECTION_GRACE_S", 0.0)
+    monkeypatch.setattr(gv, "SECTIONS", (
+        gv.Section("nvml", "a section that hangs", sleeper, lambda entry: [], {"quick": 1}),
+        gv.Section("flops", "a quick one", lambda ctx: {"rows": []}, lambda entry: [],
+                   {"quick": 0}),
+    ))
+    began = time.perf_counter()
+    done = gv.run_sections(context(common.QUICK, budget_s=2.0), skip=[])
+    assert time.perf_counter() - began < 10
+    assert done["nvml"]["status"] == "failed"
+    assert done["nvml"]["reason"] == "timed out after 2 s"
+    assert done["flops"]["status"] == "skipped"  # nothing of the budget was left for it
+
+
+def test_the_quickstart_section_stops_its_sweep_at_its_time_limit(tmp_path):
+    ctx = context(common.QUICK)
+    ctx.time_limit_s = 36.0  # 35 s are kept for stopping: the sweep gets 1 s
+    began = time.perf_counter()
+    with pytest.raises(RuntimeError, match="the sweep was stopped after 1 s"):
+        quickstart.check(ctx)
+    assert time.perf_counter() - began < 35
+
+
+def test_a_budget_must_be_a_positive_number_of_seconds(capsys):
+    with pytest.raises(SystemExit) as stop:
+        gv.parse_args(["--budget", "0"])
+    assert stop.value.code == 2
+    assert "--budget: a number of seconds above 0" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- names and peaks
@@ -135,32 +167,36 @@ def test_a_section_that_no_longer_fits_is_not_started(gv, monkeypatch):
     ("", "unknown-gpu"),
     (None, "unknown-gpu"),
 ])
-def test_slugify(gv, name, slug):
-    assert gv.slugify(name) == slug
+def test_slugify(name, slug):
+    assert common.slugify(name) == slug
 
 
 @pytest.mark.parametrize(("name", "peak"), [
     ("NVIDIA H200", "H200"),
+    ("  nvidia  H200 ", "H200"),  # case and runs of spaces aside, exactly
+    ("NVIDIA GH200 480GB", None),  # contains "H200", and is another part
+    ("NVIDIA GH200", None),
     ("NVIDIA H100 80GB HBM3", "H100 SXM"),
-    ("NVIDIA H100 SXM5 80GB", "H100 SXM"),
     ("NVIDIA H100 PCIe", "H100 PCIe"),
     ("NVIDIA H100 NVL", None),
     ("NVIDIA H200 NVL", None),
+    ("NVIDIA H100 80GB HBM3 MIG 1g.10gb", None),  # a MIG instance: not the whole part
     ("NVIDIA A100-SXM4-80GB", None),
     (None, None),
 ])
-def test_the_peak_table_matches_only_the_parts_it_holds(gv, name, peak):
-    assert gv.peak_for(name) == peak
+def test_the_peak_table_matches_device_names_exactly(name, peak):
+    assert flops.peak_for(name) == peak
 
 
-def test_the_peak_table_holds_dense_datasheet_rates(gv):
-    for device, rates in gv.PEAK_TFLOPS.items():
+def test_the_peak_table_holds_dense_datasheet_rates():
+    for device, rates in flops.PEAK_TFLOPS.items():
         assert set(rates) == {"fp32", "tf32", "bf16", "fp16"}
         assert rates["bf16"] == rates["fp16"]
         assert abs(rates["bf16"] - 2 * rates["tf32"]) <= 1  # halved sheet figures, rounded
         assert rates["tf32"] > rates["fp32"]
-        assert "datasheet" in gv.PEAK_SOURCE[device]
-    assert gv.PEAK_TFLOPS["H200"] == gv.PEAK_TFLOPS["H100 SXM"]  # the same Hopper die
+        assert "datasheet" in flops.PEAK_SOURCE[device]
+    assert flops.PEAK_TFLOPS["H200"] == flops.PEAK_TFLOPS["H100 SXM"]  # the same Hopper die
+    assert set(flops.DEVICE_NAMES.values()) == set(flops.PEAK_TFLOPS)
 
 
 # --------------------------------------------------------------------------- the report
@@ -171,15 +207,17 @@ SPREAD = {"median": 1.00412, "q1": 1.0012, "q3": 1.00733, "min": 0.99871, "max":
 def fake_result() -> dict[str, Any]:
     """A result dict as main() builds it, every section ok, with unrounded figures."""
     return {
-        "command": "python benchmarks/gpu_validation.py --quick",
+        "command": "python benchmarks/gpu/validate.py --quick",
         "mode": "quick", "settings": {"mode": "quick", "idle_s": 2.0, "short_s": 1.0,
                                       "long_s": 10.0, "overhead_rounds": 3, "steps": 100},
         "started_at": "2026-11-30T10:00:00+00:00", "budget_s": 480.0, "total_s": 273.456,
         "machine": {"hostname": "gpu-host", "cpu": "Intel Xeon Platinum 8480+", "cores": 16,
                     "platform": "Linux-6.18.44-x86_64-with-glibc2.39"},
         "gpu": {"name": "NVIDIA H200", "count": 1, "memory_gib": 139.8, "capability": "9.0",
+                "device": "GPU-5d3a1f0e-7b2c-4e8a-9c1d-0a2b3c4d5e6f",
                 "driver": "580.159.04", "power_limit_w": 700.0,
-                "energy_source": "nvml_energy_counter", "nvml_unavailable": None},
+                "energy_source": "nvml_energy_counter", "power_reading": "instant",
+                "scope": None, "nvml_unavailable": None},
         "versions": {"python": "3.12.3", "torch": "2.11.0+cu130", "cuda": "13.0",
                      "cudnn": 91300, "lightning": "2.6.6", "greenbench": "0.1.0"},
         "commit": "0c6db72f00d1e2a3b4c5d6e7f8091a2b3c4d5e6f", "uncommitted_changes": True,
@@ -236,6 +274,7 @@ def fake_result() -> dict[str, Any]:
 
 def nvml_row(window, seconds, counter_j, sampled_j, mean_w, rel, tflops):
     return {"window": window, "seconds": seconds, "source": "nvml_energy_counter",
+            "power_reading": "instant",
             "counter_j": counter_j, "sampled_j": sampled_j, "mean_w": mean_w,
             "cross_check_rel": rel, "period_s": 0.1003, "period_basis": "counter_updates",
             "matmul_tflops": tflops, "sm_clock_mhz": 1980 if tflops else 345,
@@ -251,17 +290,19 @@ def precision_row(model, precision, fit_s, fit_j, fit_gpu_j, kid, status="ok", r
             "process_s": 7.2291}
 
 
-def test_the_report_has_every_section_and_its_table(gv):
+def test_the_report_has_every_section_and_its_table():
     report = gv.render_report(fake_result())
     assert report.startswith("# GPU validation: NVIDIA H200\n")
     for section in gv.SECTIONS:
         assert f"\n## {section.title}\n" in report
         assert f"| {section.title} | ok |" in report
     assert "not run" not in report.replace("| not run: the sweep was stopped", "")
-    assert "| window | seconds | counter J | sampled J | mean W | cross_check_rel |" in report
-    assert "| long | 10.032 | 6954.812 | 7104.331 | 693.2 | 2.15 % | 0.1003 |" in report
-    assert "| idle | 2.001 | 143.271 | 141.902 | 71.6 | 0.95 % | 0.1003 | counter_updates | n/a |" \
-        in report
+    assert ("| window | seconds | power reading | counter J | sampled J | mean W | "
+            "cross_check_rel |") in report
+    assert "| long | 10.032 | instant | 6954.812 | 7104.331 | 693.2 | 2.15 % | 0.1003 |" in report
+    assert ("| idle | 2.001 | instant | 143.271 | 141.902 | 71.6 | 0.95 % | 0.1003 | "
+            "counter_updates | n/a |") in report
+    assert "energy from nvml_energy_counter, power read instant." in report
     assert "**median ratio 1.0041** (target <= 1.01: met)" in report
     assert "| with / without the callback | 1.0041 | 1.0012 to 1.0073 | 0.9987 | 1.0123 |" \
         in report
@@ -283,7 +324,7 @@ def test_the_report_has_every_section_and_its_table(gv):
     assert "commit 0c6db72f00d1e2a3b4c5d6e7f8091a2b3c4d5e6f with uncommitted changes." in report
 
 
-def test_a_section_that_did_not_run_says_so_and_why(gv):
+def test_a_section_that_did_not_run_says_so_and_why():
     result = fake_result()
     result["sections"]["nvml"] = {"status": "failed", "elapsed_s": 0.61,
                                   "reason": "RuntimeError: NVML cannot measure cuda:0"}
@@ -309,7 +350,7 @@ def test_a_section_that_did_not_run_says_so_and_why(gv):
     assert "| window |" not in report
 
 
-def test_an_unknown_device_has_no_peak(gv):
+def test_an_unknown_device_has_no_peak():
     result = fake_result()
     result["gpu"]["name"] = "NVIDIA A100-SXM4-80GB"
     result["sections"]["flops"].update(peak_device=None, peak_source=None, peak_tflops=None,
@@ -324,7 +365,7 @@ def test_an_unknown_device_has_no_peak(gv):
     assert check_no_invented_numbers(report, result) > 50
 
 
-def test_the_report_invents_no_number(gv):
+def test_the_report_invents_no_number():
     result = fake_result()
     assert check_no_invented_numbers(gv.render_report(result), result) > 100
     for name in ("nvml", "precisions", "quickstart"):
@@ -333,9 +374,9 @@ def test_the_report_invents_no_number(gv):
     assert check_no_invented_numbers(gv.render_report(result), result) > 20
 
 
-def test_the_report_renders_a_result_read_back_from_its_json(gv):
+def test_the_report_renders_a_result_read_back_from_its_json():
     result = fake_result()
-    assert gv.render_report(gv.json.loads(gv.json.dumps(result))) == gv.render_report(result)
+    assert gv.render_report(json.loads(json.dumps(result))) == gv.render_report(result)
     before = copy.deepcopy(result)
     gv.render_report(result)
     assert result == before  # rendering changes nothing
@@ -380,46 +421,14 @@ def check_no_invented_numbers(report: str, result: dict[str, Any]) -> int:
 # --------------------------------------------------------------------------- the NVML window
 
 
-class FakeBoard:
-    """NVML for one GPU at a hardware boundary (none here): an energy counter that counts
-    ``watts`` in steps of ``update_s`` of real time, and power reads ``gain`` times that."""
-
-    def __init__(self, watts: float = 120.0, update_s: float = 0.1, gain: float = 1.03,
-                 counter: bool = True) -> None:
-        self.watts, self.update_s, self.gain, self.counter = watts, update_s, gain, counter
-        self.t0 = time.monotonic()
-
-    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        import pynvml
-
-        def energy(handle):
-            if not self.counter:
-                raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
-            steps = math.floor((time.monotonic() - self.t0) / self.update_s)
-            return round(1000 * self.watts * steps * self.update_s)
-
-        calls = {
-            "nvmlInit": lambda: None, "nvmlShutdown": lambda: None,
-            "nvmlSystemGetDriverVersion": lambda: "580.159.04",
-            "nvmlDeviceGetHandleByIndex": lambda i: "board",
-            "nvmlDeviceGetIndex": lambda h: 0, "nvmlDeviceGetUUID": lambda h: "GPU-1234",
-            "nvmlDeviceGetName": lambda h: "NVIDIA H200",
-            "nvmlDeviceGetEnforcedPowerLimit": lambda h: 700_000,
-            "nvmlDeviceGetTotalEnergyConsumption": energy,
-            "nvmlDeviceGetPowerUsage": lambda h: round(1000 * self.watts * self.gain),
-            "nvmlDeviceGetTemperature": lambda h, sensor: 33,
-            "nvmlDeviceGetClockInfo": lambda h, kind: 345,
-            "nvmlDeviceGetPerformanceState": lambda h: 0,
-        }
-        for name, call in calls.items():
-            monkeypatch.setattr(pynvml, name, call)
-        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-
-
-def test_an_idle_nvml_window_compares_the_counter_with_sampled_power(gv, monkeypatch):
-    FakeBoard().install(monkeypatch)
-    row = gv.nvml_window("idle", 0.6, None)
+def test_an_idle_nvml_window_compares_the_counter_with_sampled_power(monkeypatch):
+    """The fake NVML on the real clock: 120 W, a counter updating every 100 ms, power reads
+    3 % high."""
+    fake = FakeNvml(hopper(power_mw=120_000, power_read_gain=1.03), clock=RealClock())
+    fake.install(monkeypatch)
+    row = nvml_counter.window("idle", 0.6, None, device=0)
     assert row["window"] == "idle" and row["source"] == "nvml_energy_counter"
+    assert row["power_reading"] == "instant"
     assert 0.6 <= row["seconds"] < 3  # a loaded machine may oversleep
     assert row["period_basis"] == "counter_updates" and 0.05 <= row["period_s"] <= 0.3
     assert row["counter_j"] / 12 == pytest.approx(round(row["counter_j"] / 12))  # whole updates
@@ -427,42 +436,52 @@ def test_an_idle_nvml_window_compares_the_counter_with_sampled_power(gv, monkeyp
     assert row["cross_check_rel"] == pytest.approx(  # of the unrounded joules
         abs(row["sampled_j"] - row["counter_j"]) / row["counter_j"], abs=1e-4)
     assert row["mean_w"] == pytest.approx(row["counter_j"] / row["seconds"], abs=0.2)
-    assert (row["sm_clock_mhz"], row["temperature_c"], row["pstate"]) == (345, 33, "P0")
-    assert row["matmul_tflops"] is None and row["faults"] == 0 and row["note"] is None
+    assert (row["sm_clock_mhz"], row["temperature_c"], row["pstate"]) == (1980, 45, "P0")
+    assert row["matmul_tflops"] is None and row["faults"] == 0
+    assert row["note"] == "too short for greenbench to judge (10 x 0.1 s)"
 
 
-def test_without_an_energy_counter_the_window_says_its_joules_are_sampled(gv, monkeypatch):
-    FakeBoard(counter=False).install(monkeypatch)
-    row = gv.nvml_window("idle", 0.3, None)
-    assert row["source"] == "nvml_power_sampling" and row["period_basis"] == "sample_hz"
+def test_without_an_energy_counter_the_window_says_its_joules_are_sampled(monkeypatch):
+    FakeNvml(FakeGpu("GPU-aaaa1111-0000", energy_mj=None, instant_field=False),
+             clock=RealClock()).install(monkeypatch)
+    row = nvml_counter.window("idle", 0.3, None, device="GPU-aaaa1111-0000")
+    assert row["source"] == "nvml_power_sampling" and row["period_basis"] == "power_averaging"
+    assert row["power_reading"] == "averaged_1s"
     assert row["sampled_j"] is None and row["cross_check_rel"] is None
     assert row["note"].startswith("no energy counter (")
     assert row["note"].endswith("): joules are sampled power")
 
 
+def test_a_mig_instance_says_its_window_is_the_whole_gpus(monkeypatch):
+    mig = "MIG-1f2e3d4c-0000-4000-8000-000000000001"
+    FakeNvml(hopper(mig_instances=[mig]), clock=RealClock()).install(monkeypatch)
+    row = nvml_counter.window("idle", 0.3, None, device=mig)
+    assert "scope shared_device: a MIG instance" in row["note"]
+
+
 # --------------------------------------------------------------------------- what it runs
 
 
-def test_the_precision_sweep_is_a_valid_sweep_of_every_cuda_precision(gv, tmp_path):
+def test_the_precision_sweep_is_a_valid_sweep_of_every_cuda_precision(tmp_path):
     path = tmp_path / "sweep.yaml"
-    path.write_text(gv.yaml.safe_dump({**gv.precision_sweep(gv.FULL), "output_dir": "x"}))
+    path.write_text(yaml.safe_dump({**precisions.precision_sweep(common.FULL), "output_dir": "x"}))
     specs = expand(load_sweep(path))
     assert len(specs) == 10
     assert {(s.config["model"], s.config["precision"]) for s in specs} == {
         (m, p) for m in ("gan", "vae")
         for p in ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")}
     assert {s.config["image_size"] for s in specs} == {32}
-    assert {s.config["steps"] for s in specs} == {gv.FULL.steps}
+    assert {s.config["steps"] for s in specs} == {common.FULL.steps}
     assert {s.config["width"] for s in specs} == {1.0}
-    assert gv.precision_sweep(gv.QUICK)["train"] == {"steps": gv.QUICK.steps}
+    assert precisions.precision_sweep(common.QUICK)["train"] == {"steps": common.QUICK.steps}
 
 
-def test_rows_of_a_real_point_say_what_the_record_says_and_no_more(gv):
+def test_rows_of_a_real_point_say_what_the_record_says_and_no_more():
     """A real GAN point on this CPU: no GPU joules, so no FLOP per joule, and its reason."""
     record = run_point(tiny_spec(model="gan", precision="32-true", width=1.0)).record
     assert record["status"] == "ok"
     fit = record["energy"]["windows"]["fit"]
-    row = gv.precision_row(record)
+    row = precisions.precision_row(record)
     assert row["status"] == "ok" and row["reason"] is None
     assert row["fit_s"] == round(fit["duration_s"], 2)
     assert row["fit_j"] == round(fit["total_j"], 1)
@@ -471,45 +490,45 @@ def test_rows_of_a_real_point_say_what_the_record_says_and_no_more(gv):
     assert row["kid"] == round(record["quality"]["final"]["kid"], 4)
     assert row["generate_j_per_1k"] == round(1000 * record["generation"]["j_per_image"], 2)
 
-    flops = gv.flops_row(record, "H200", 700.0, cudnn_tf32=True)
-    assert flops["batches"] == record["train"]["batches"] == 4
+    found = flops.flops_row(record, "H200", 700.0, cudnn_tf32=True)
+    assert found["batches"] == record["train"]["batches"] == 4
     assert record["train"]["optimizer_steps"] == 8  # two optimizers: not the step count
-    assert flops["gflop_per_step"] == round(record["flops_per_step"] / 1e9, 3)
-    assert flops["gflop_per_j"] is None and flops["fit_gpu_j"] is None
-    assert flops["reason"] == "no GPU joules in the fit window: no GPU in use"
-    assert (flops["peak_dtype"], flops["peak_tflops"], flops["peak_gflop_per_j"]) == (
+    assert found["gflop_per_step"] == round(record["flops_per_step"] / 1e9, 3)
+    assert found["gflop_per_j"] is None and found["fit_gpu_j"] is None
+    assert found["reason"] == "no GPU joules in the fit window: no GPU in use"
+    assert (found["peak_dtype"], found["peak_tflops"], found["peak_gflop_per_j"]) == (
         "tf32", 494.5, 706.4)
-    assert flops["share_of_peak"] is None
-    assert gv.flops_row(record, None, None, cudnn_tf32=False)["peak_dtype"] == "fp32"
-    assert gv.flops_row(record, None, None)["peak_tflops"] is None
+    assert found["share_of_peak"] is None
+    assert flops.flops_row(record, None, None, cudnn_tf32=False)["peak_dtype"] == "fp32"
+    assert flops.flops_row(record, None, None)["peak_tflops"] is None
 
     failed = {**record, "status": "failed", "reason": "CUDA error: out of memory"}
-    assert gv.flops_row(failed, "H200", 700.0)["reason"] == "failed: CUDA error: out of memory"
+    assert flops.flops_row(failed, "H200", 700.0)["reason"] == "failed: CUDA error: out of memory"
 
 
 # --------------------------------------------------------------------------- the script
 
 
-def test_without_a_cuda_gpu_it_refuses_in_one_line(tmp_path):
+def test_without_a_cuda_gpu_it_refuses_in_one_line_from_any_folder(tmp_path):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU, even on a machine with one
     done = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "out")],
-                          capture_output=True, text=True, env=env, timeout=120)
+                          capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stdout == ""
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("gpu_validation: no CUDA GPU")
+    assert lines[0].startswith("validate: no CUDA GPU")
     assert not (tmp_path / "out").exists()
 
 
-def test_main_writes_the_report_and_its_json_under_the_gpus_name(gv, tmp_path, monkeypatch):
+def test_main_writes_the_report_and_its_json_under_the_gpus_name(tmp_path, monkeypatch):
     """main() with the GPU check and the header passed and each section's GPU work replaced:
     the report and the JSON land in --out, and a failed section makes the exit code 1."""
     header = {k: v for k, v in fake_result().items() if k not in ("sections", "total_s")}
 
     def describe(ctx, argv):
         ctx.gpu_name = header["gpu"]["name"]
-        return {**header, "command": " ".join(["python", "benchmarks/gpu_validation.py", *argv])}
+        return {**header, "command": " ".join(["python", "benchmarks/gpu/validate.py", *argv])}
 
     def fake(name):
         def run(ctx):
@@ -521,11 +540,10 @@ def test_main_writes_the_report_and_its_json_under_the_gpus_name(gv, tmp_path, m
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.setattr(gv, "gpu_missing", lambda: None)
     monkeypatch.setattr(gv, "describe", describe)
-    monkeypatch.setattr(gv, "SECTIONS", tuple(
-        gv.Section(s.name, s.title, fake(s.name), s.estimate_s, s.needs) for s in gv.SECTIONS))
+    monkeypatch.setattr(gv, "SECTIONS", replaced(fake))
     assert gv.main(["--quick", "--out", str(tmp_path / "out"), "--skip", "quickstart"]) == 1
     report = (tmp_path / "out" / "gpu-validation-nvidia-h200.md").read_text()
-    result = gv.json.loads((tmp_path / "out" / "gpu-validation-nvidia-h200.json").read_text())
+    result = json.loads((tmp_path / "out" / "gpu-validation-nvidia-h200.json").read_text())
     assert gv.render_report(result) == report
     assert result["mode"] == "quick" and result["total_s"] >= 0
     assert result["sections"]["overhead"]["status"] == "failed"

@@ -1,5 +1,6 @@
 """NvmlMeter's period, cross-check, telemetry and temperatures, against the fake NVML of
-``test_nvml.py`` (a fake clock whose sleep advances it, counters that may update on their own)."""
+``tests/nvml_fake.py`` (a fake clock whose sleep advances it, counters that update on their
+own)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,8 @@ import pytest
 
 from greenbench.energy.meters import NVML_COUNTER, NVML_SAMPLING
 from greenbench.energy.nvml import NvmlMeter
-from tests.test_nvml import (
-    ASLEEP,
-    UUIDS,
-    FakeClock,
-    FakeGpu,
-    FakeNvml,
-    fake_meter,
-    gpu_reading,
-    nvml_error,
-    sampler_threads,
-)
+from tests.nvml_fake import UUIDS, FakeClock, FakeGpu, FakeNvml, nvml_error
+from tests.test_nvml import ASLEEP, fake_meter, gpu_reading, sampler_threads
 
 
 def ticking_gpu(uuid: str = UUIDS[0], **kwargs: Any) -> FakeGpu:
@@ -45,7 +37,7 @@ def test_the_counter_period_is_timed_at_start(monkeypatch: pytest.MonkeyPatch) -
     meter.start()
     try:
         assert meter.period_s == pytest.approx(0.1, abs=0.005)
-        assert clock.t < 0.3  # the probe stops at the second change, not at its bound
+        assert clock.t < 0.5  # the probe stops once it has seen enough changes, not at its bound
         assert gpu_reading(meter).joules == 0.0  # joules count from the end of start()
         clock.t += 1.0
         assert gpu_reading(meter).joules == pytest.approx(200.0)  # 200 W for 1 s
@@ -59,19 +51,26 @@ def test_the_counter_period_is_timed_at_start(monkeypatch: pytest.MonkeyPatch) -
     assert device["period_basis"] == "counter_updates"
 
 
-def test_a_counter_that_stands_still_gets_the_probe_bound(monkeypatch: pytest.MonkeyPatch) -> None:
-    FakeNvml(FakeGpu(UUIDS[0], energy_mj=123)).install(monkeypatch)
+def test_a_counter_that_stands_still_falls_back_to_sampled_power(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     clock = FakeClock()
+    gpu = FakeGpu(UUIDS[0], energy_mj=123, counter_update_s=None, power_mw=200_000)
+    FakeNvml(gpu, clock=clock).install(monkeypatch)
     meter = fake_meter([0], clock, sample_hz=ASLEEP)
     meter.start()
+    started = clock.t
+    assert started == pytest.approx(0.5, abs=0.005)  # start() waited no longer than the bound
+    clock.t += 2.0
+    reading = gpu_reading(meter)
     details = meter.details()
     meter.stop()
-    assert meter.period_s == 0.5
-    assert clock.t == pytest.approx(0.5, abs=0.005)  # start() waited no longer than the bound
-    assert (details["devices"][0]["period_s"], details["devices"][0]["period_basis"]) == (
-        0.5,
-        "probe_bound",
-    )
+    assert (reading.source, reading.joules) == (NVML_SAMPLING, 400.0)  # 200 W for 2 s, not 0 J
+    device = details["devices"][0]
+    assert device["source"] == NVML_SAMPLING
+    assert device["counter_error"].startswith(
+        "the energy counter did not change in 0.5 s of polling (")
+    assert (device["period_basis"], meter.period_s) == ("sample_hz", 1 / ASLEEP)
 
 
 def test_a_clock_that_does_not_advance_cannot_hang_the_probe(
@@ -83,8 +82,8 @@ def test_a_clock_that_does_not_advance_cannot_hang_the_probe(
     meter.start()
     meter.stop()
     assert 0 < len(sleeps) < 1000
-    assert meter.period_s == 0.5
-    assert meter.details()["devices"][0]["period_basis"] == "probe_bound"
+    device = meter.details()["devices"][0]  # the counter never moved: in this clock, no time
+    assert (device["source"], device["period_basis"]) == (NVML_SAMPLING, "sample_hz")
 
 
 def test_counter_errors_during_the_probe_are_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -113,8 +112,8 @@ def test_counter_errors_during_the_probe_are_skipped(monkeypatch: pytest.MonkeyP
 
 
 def test_a_sampled_device_has_the_sampling_period(monkeypatch: pytest.MonkeyPatch) -> None:
-    FakeNvml(FakeGpu(UUIDS[0], energy_mj=None)).install(monkeypatch)
     clock = FakeClock()
+    FakeNvml(FakeGpu(UUIDS[0], energy_mj=None), clock=clock).install(monkeypatch)
     meter = fake_meter([0], clock, sample_hz=4.0)
     meter.start()
     details = meter.details()
@@ -175,8 +174,8 @@ def test_the_cross_check_integrates_power_beside_the_counter(
 
 
 def test_no_cross_check_without_a_counter(monkeypatch: pytest.MonkeyPatch) -> None:
-    FakeNvml(FakeGpu(UUIDS[0], energy_mj=None), FakeGpu(UUIDS[1])).install(monkeypatch)
     clock = FakeClock()
+    FakeNvml(FakeGpu(UUIDS[0], energy_mj=None), FakeGpu(UUIDS[1]), clock=clock).install(monkeypatch)
     sampled = fake_meter([0], clock, sample_hz=ASLEEP)
     forced = fake_meter([1], clock, sample_hz=ASLEEP, force_sampling=True)
     for meter in (sampled, forced):
@@ -194,14 +193,15 @@ def test_no_cross_check_without_a_counter(monkeypatch: pytest.MonkeyPatch) -> No
 def test_the_cross_check_sums_the_counter_devices_only(monkeypatch: pytest.MonkeyPatch) -> None:
     volta = FakeGpu(UUIDS[0], energy_mj=7_000, power_mw=100_000)
     pascal = FakeGpu(UUIDS[1], energy_mj=None, power_mw=50_000)
-    FakeNvml(volta, pascal).install(monkeypatch)
     clock = FakeClock()
+    FakeNvml(volta, pascal, clock=clock).install(monkeypatch)
     meter = fake_meter([0, 1], clock, sample_hz=ASLEEP)
     meter.start()
     volta.energy_mj, clock.t = 207_000, clock.t + 2.0
     reading = gpu_reading(meter)
     meter.stop()
-    assert reading.joules == 200.0 + 100.0
+    # the scripted 200 J and the volta's own 100 W for 2 s, counted; the pascal's 50 W, sampled
+    assert reading.joules == 200.0 + 200.0 + 100.0
     assert reading.cross_check_j == 200.0  # the volta's 100 W x 2 s, not the pascal's
 
 
@@ -209,8 +209,8 @@ def test_a_power_failure_ends_the_cross_check_not_the_counter(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     gpus = [FakeGpu(UUIDS[0], energy_mj=0), FakeGpu(UUIDS[1], energy_mj=0)]
-    fake = FakeNvml(*gpus).install(monkeypatch)
     clock = FakeClock()
+    fake = FakeNvml(*gpus, clock=clock).install(monkeypatch)
     meter = fake_meter([0, 1], clock, sample_hz=ASLEEP)
     meter.start()
     try:
@@ -221,7 +221,8 @@ def test_a_power_failure_ends_the_cross_check_not_the_counter(
         gpus[0].energy_mj = gpus[1].energy_mj = 5_000
         clock.t += 1.0
         reading = gpu_reading(meter)
-        assert (reading.joules, reading.source) == (10.0, NVML_COUNTER)
+        # 5 J scripted on each, and both GPUs' 100 W for 2 s
+        assert (reading.joules, reading.source) == (10.0 + 400.0, NVML_COUNTER)
         assert (reading.faults, reading.fault) == (0, None)  # the counter reading stands
         assert reading.cross_check_j is None  # one device's integral has a gap: no sum
         reads = fake.power_reads
@@ -237,8 +238,7 @@ def test_a_power_failure_ends_the_cross_check_not_the_counter(
 
 
 def test_power_unreadable_at_start_leaves_the_counter(monkeypatch: pytest.MonkeyPatch) -> None:
-    gpu = FakeGpu(UUIDS[0], energy_mj=0)
-    gpu.power_errors.append(nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED))
+    gpu = FakeGpu(UUIDS[0], energy_mj=0, power_supported=False)
     FakeNvml(gpu).install(monkeypatch)
     meter = fake_meter([0], sample_hz=ASLEEP)
     meter.start()

@@ -7,8 +7,9 @@
     print(energy.result()["windows"]["train"]["total_j"])
 
 A thin Lightning shell over ``EnergyMonitor``. When fit starts it starts the meters (NVML for
-the GPU the run uses, CodeCarbon for CPU and RAM on the node's first process) and measures an
-``idle`` baseline for ``idle_seconds`` (in one-second segments, so that its spread is known);
+the GPU the run uses, named by its UUID, CodeCarbon for CPU and RAM on the node's first process)
+and measures an ``idle`` baseline for ``idle_seconds`` (in segments of a second or more, so that
+its spread is known: long enough that the GPU energy counter's granularity is under 1 % of each);
 then ``warmup`` runs for the first ``warmup_steps`` training batches (batches, not optimizer
 steps, so a GAN with two optimizers warms up like a VAE) and ``train`` covers the rest of fit,
 validation loops included. Code wrapped in ``eval_window()`` (sample generation, quality
@@ -55,6 +56,9 @@ from greenbench.energy.monitor import (
 from greenbench.energy.nvml import NvmlMeter
 
 COOL_ENOUGH_C = 3.0  # a GPU this close to the reference temperature has cooled down
+# An idle segment lasts at least this many updates of the slowest energy counter, so that the
+# counter's granularity (up to one update's energy at each edge) is under 1 % of its energy.
+IDLE_SEGMENT_UPDATES = 100
 
 
 class EnergyCallback(Callback):
@@ -261,7 +265,7 @@ class EnergyCallback(Callback):
     def _default_meters(self, trainer: Trainer) -> list[Meter]:
         device = trainer.strategy.root_device
         meters: list[Meter] = [
-            NvmlMeter([device.index or 0] if device.type == "cuda" else [], self.sample_hz)
+            NvmlMeter([nvml_device(device)] if device.type == "cuda" else [], self.sample_hz)
         ]
         if trainer.local_rank == 0:  # node-level components: one process per node measures
             meters.append(
@@ -313,9 +317,12 @@ class EnergyCallback(Callback):
                 "reached": now is not None and now <= reference + COOL_ENOUGH_C}
 
     def _idle(self) -> None:
-        """Sleep through the idle baseline in segments of about a second: its spread tells
-        whether training can be told from idle at all."""
-        segments = max(1, round(self.idle_seconds))
+        """Sleep through the idle baseline in segments of a second, or of IDLE_SEGMENT_UPDATES
+        counter updates where that is longer: their spread tells whether training can be told
+        from idle at all, and no segment is mostly the counter's granularity."""
+        quanta = [getattr(meter, "counter_period_s", None) for meter in self.monitor.meters]
+        segment_s = max([1.0, *(IDLE_SEGMENT_UPDATES * q for q in quanta if q)])
+        segments = max(1, int(self.idle_seconds / segment_s + 1e-9))  # each >= segment_s
         for i in range(segments):
             time.sleep(self.idle_seconds / segments)
             if i < segments - 1:
@@ -352,6 +359,18 @@ class EnergyCallback(Callback):
         for logger in self._trainer.loggers:
             logger.log_metrics(metrics, step=self._trainer.global_step)
             logger.save()  # after fit the logger has saved for the last time: save again
+
+
+def nvml_device(device: torch.device) -> int | str:
+    """The GPU a CUDA device is, as ``NvmlMeter`` takes it: its UUID, which names it whatever the
+    device order; its index where torch gives no UUID (``NvmlMeter`` then records the
+    ``CUDA_DEVICE_ORDER`` the index was read in)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    try:
+        uuid = str(torch.cuda.get_device_properties(index).uuid or "")
+    except Exception:  # an older torch, or a device that cannot say
+        uuid = ""
+    return uuid or index
 
 
 def batch_size_of(batch: Any) -> int:

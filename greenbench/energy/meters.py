@@ -35,6 +35,10 @@ UNAVAILABLE = "unavailable"
 
 MEASURED_SOURCES = frozenset({NVML_COUNTER, NVML_SAMPLING, RAPL})
 
+# A component's ``scope`` when its energy is not the run's alone: a device other work shares (a
+# MIG instance's GPU), or a node several points share (``node_shared``, set by the Ray executor).
+SHARED_DEVICE = "shared_device"
+
 
 @dataclass(frozen=True)
 class Reading:
@@ -47,6 +51,13 @@ class Reading:
     # The same energy by a second, independent method (NVML: sampled power integrated beside
     # the energy counter), for a window's cross-check; None where there is no second method.
     cross_check_j: float | None = None
+    # The resolution of that second method: a window shorter than a few of these (the monitor's
+    # min_window_periods) is too short for the cross-check to judge. None: no cross-check.
+    cross_check_period_s: float | None = None
+    # None: the energy is the run's own; SHARED_DEVICE: it is drawn by more than this run, why
+    # in scope_reason.
+    scope: str | None = None
+    scope_reason: str | None = None
 
     @property
     def measured(self) -> bool:

@@ -180,7 +180,8 @@ class EnergyMonitor:
             for phase in phases:
                 tallies[name].merge(self._tallies[phase])
         if baseline is None:
-            idle = _summarise(IDLE, self._tallies[IDLE], self._readings, None, warnings)
+            idle = _summarise(IDLE, self._tallies[IDLE], self._readings, None, warnings,
+                              self.min_window_periods)
             idle_power_w = _idle_power(idle, warnings)
             idle_powers = self._tallies[IDLE].powers
         else:
@@ -188,7 +189,11 @@ class EnergyMonitor:
             idle_powers = baseline["segment_powers_w"]
         windows = {IDLE: idle}
         for name in WINDOWS[1:]:
-            windows[name] = _summarise(name, tallies[name], self._readings, idle_power_w, warnings)
+            windows[name] = _summarise(name, tallies[name], self._readings, idle_power_w, warnings,
+                                       self.min_window_periods)
+        warnings += [f"{component}: its energy is not this run's alone (scope {reading.scope}): "
+                     f"{reading.scope_reason}" for component, reading in self._readings.items()
+                     if reading.scope is not None]
         if tallies[WARMUP].segments and not tallies[TRAIN].segments:
             warnings.append(
                 "the run never left warm-up: its train window (steady state, J per 1,000 "
@@ -208,7 +213,8 @@ class EnergyMonitor:
     def baseline(self) -> dict[str, Any] | None:
         """This monitor's own idle baseline, in the form ``result(baseline=...)`` takes, or
         None when it has none: the idle window, its power and the power of each segment."""
-        idle = _summarise(IDLE, self._tallies[IDLE], self._readings, None, [])
+        idle = _summarise(IDLE, self._tallies[IDLE], self._readings, None, [],
+                          self.min_window_periods)
         if idle["total_j"] is None or idle["duration_s"] <= 0:
             return None
         return {"window": idle, "power_w": idle["total_j"] / idle["duration_s"],
@@ -245,6 +251,7 @@ def _summarise(
     latest: dict[str, Reading],
     idle_power_w: float | None,
     warnings: list[str],
+    min_periods: float = MIN_WINDOW_PERIODS,
 ) -> dict[str, Any]:
     components = {}
     for component, reading in latest.items():
@@ -255,6 +262,8 @@ def _summarise(
             "measured": reading.measured,
             "reason": tally.invalid.get(component) or (None if available else reading.fault),
         }
+        if reading.scope is not None:  # e.g. shared_device: not the run's alone
+            components[component]["scope"] = reading.scope
     available = [c for c, entry in components.items() if entry["source"] != UNAVAILABLE]
     valid = not tally.invalid
     total_j = sum(components[c]["joules"] for c in available) if available and valid else None
@@ -279,7 +288,16 @@ def _summarise(
     if tally.telemetry:
         window["telemetry"] = tally.telemetry
     for component, (checked, counted) in sorted(tally.cross_check.items()):
-        if counted > 0 and total_j is not None:
+        # judged only over a window of several periods of the slower method (one-second
+        # averaged power lags a step by half a second); why not, otherwise
+        period = latest[component].cross_check_period_s or 0.0
+        if counted <= 0 or total_j is None:
+            continue
+        if tally.duration_s < min_periods * period:
+            window.setdefault("cross_check_not_judged", {})[component] = (
+                f"{tally.duration_s:.3g} s is shorter than {min_periods:g} periods of the "
+                f"power it is checked against ({period:g} s each)")
+        else:
             gap = abs(checked - counted) / counted
             window.setdefault("cross_check_rel", {})[component] = round(gap, 5)
             if gap > CROSS_CHECK_LIMIT and name in PHASES:

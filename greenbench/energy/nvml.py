@@ -9,9 +9,13 @@ Design:
   cumulative energy counter (``nvmlDeviceGetTotalEnergyConsumption``, millijoules since driver
   load; Volta and newer), the meter reads it at ``start()`` and at every ``read()``: the energy is
   the difference, exact up to the counter's own resolution, with nothing running in between
-  (source ``nvml_energy_counter``). Where the counter cannot be read, one daemon thread samples
-  ``nvmlDeviceGetPowerUsage`` (milliwatts) of every such device every ``1/sample_hz`` seconds and
-  integrates with the trapezoid rule (source ``nvml_power_sampling``). Every ``read()`` also
+  (source ``nvml_energy_counter``). Where the counter cannot be read, or never changes while
+  ``start()`` times it, one daemon thread samples the power (milliwatts) of every such device
+  every ``1/sample_hz`` seconds and integrates with the trapezoid rule (source
+  ``nvml_power_sampling``). Power is the instantaneous field (``NVML_FI_DEV_POWER_INSTANT``)
+  where the driver has it, else ``nvmlDeviceGetPowerUsage``, which newer GPUs average over one
+  second; each device's ``power_reading`` (``instant`` or ``averaged_1s``) says which
+  (``nvml_power``). Every ``read()`` also
   takes a fresh sample at its own time, so a window's edges are where they were asked for and
   not up to one period late. The combined reading is ``nvml_energy_counter`` only when every
   device uses the counter; ``details()`` says which device uses which path and why.
@@ -20,21 +24,30 @@ Design:
   integral summed over the counter devices (None when no device uses the counter). The counter
   stays the measurement: a failed power read there adds no fault, it ends that device's
   cross-check (``cross_check_j`` is None from then on, the reason in ``details()``).
+  ``Reading.cross_check_period_s`` is the cross-check's resolution (the sampling period, the
+  counter's, and one second for an averaged reading, whichever is longest): the monitor judges
+  only windows of several of them.
 * **Period.** ``period_s`` is how often the energy figure changes, the largest over the
-  devices: ``1/sample_hz`` on the sampling path; on the counter path the counter's update
-  period, timed at ``start()`` as Zeus does (poll until the counter has changed twice, about
-  0.1 s on recent GPUs, at most ``COUNTER_PROBE_S``, so ``start()`` takes up to 0.5 s; a
-  counter that did not change twice in that time gets the bound, with ``period_basis``
-  ``probe_bound`` in ``details()``). Energy counts from the end of ``start()``, after the probe.
+  devices: on the sampling path ``1/sample_hz``, or the averaging period when that is longer;
+  on the counter path the counter's update period, timed at ``start()`` as Zeus does (the
+  smallest interval between the counter's changes over up to ``COUNTER_PROBE_S`` of polling,
+  so ``start()`` takes up to 0.5 s; a counter that changed only once in that time gets the
+  bound as a floor, ``period_basis`` ``probe_floor``). Energy counts from the end of
+  ``start()``, after the probe.
+* **Whose energy.** NVML's counter and power belong to a whole GPU. A MIG instance is measured
+  through its GPU, and it, or a GPU with MIG mode on, is marked ``scope: shared_device`` (in
+  ``details()`` and on every reading, with the reason): the figure is every tenant's.
 * **Telemetry.** ``telemetry()`` (temperature, SM clock, enforced power limit, performance
   state per device) and ``temperatures()`` read NVML now; what cannot be read is None.
 * **Device numbering.** An int is a CUDA device index as torch numbers devices: the i-th entry
   of ``CUDA_VISIBLE_DEVICES`` when that is set (entries are NVML indices or ``GPU-``/``MIG-``
   UUIDs, a UUID may be a unique prefix, and, as in CUDA, an invalid entry ends the list), else
-  NVML index i. A string is a UUID (``"0"`` and ``"cuda:0"`` are read as indices). CUDA orders
-  devices fastest first unless ``CUDA_DEVICE_ORDER=PCI_BUS_ID``, NVML by PCI bus: on a machine
-  with mixed GPU models pass UUIDs (torch's ``get_device_properties(i).uuid``) to be exact. The
-  same physical GPU named twice is measured once.
+  NVML index i. A string is a UUID, with or without NVML's ``GPU-``/``MIG-`` prefix (``"0"``
+  and ``"cuda:0"`` are read as indices). CUDA orders devices fastest first unless
+  ``CUDA_DEVICE_ORDER=PCI_BUS_ID``, NVML by PCI bus: pass UUIDs (torch's
+  ``get_device_properties(i).uuid``, as ``EnergyCallback`` does) to be exact; each device's
+  ``matched_by`` and, by index, ``cuda_device_order`` say how it was found. The same physical
+  GPU named twice is measured once.
 * **Unavailable, never zero.** If pynvml cannot be imported, NVML does not initialise, no device
   is given, or a device cannot be opened or measured at all, the whole component is unavailable
   (``joules=None``, source ``unavailable``, with the reason): a sum over only some of the GPUs
@@ -70,15 +83,25 @@ from greenbench.energy.meters import GPU, NVML_COUNTER, NVML_SAMPLING, Meter, Re
 from greenbench.energy.nvml_devices import (
     Device,
     DeviceSpec,
+    NvmlUnavailable,
+    add_device,
     describe_error,
-    handle_by_uuid,
+    initialise_nvml,
     normalise_spec,
     nvml_text,
+    open_device,
     parse_visible_devices,
     try_call,
 )
+from greenbench.energy.nvml_power import (
+    AVERAGING_S,
+    combined,
+    first_power_reading,
+    read_power_mw,
+)
 from greenbench.energy.nvml_telemetry import (
     COUNTER_PROBE_S,
+    PERIOD_AVERAGING,
     PERIOD_SAMPLE_HZ,
     probe_counter_periods,
     read_telemetry,
@@ -90,10 +113,6 @@ log = logging.getLogger(__name__)
 MAX_SAMPLE_HZ = 1000.0  # beyond this the sampling thread would be close to busy waiting
 _JOIN_TIMEOUT_S = 5.0
 _THREAD_NAME = "greenbench-nvml-sampler"
-
-
-class _Unavailable(Exception):
-    """Raised inside ``start()`` when the GPUs cannot be measured; the message is the reason."""
 
 
 class NvmlMeter(Meter):
@@ -146,7 +165,7 @@ class NvmlMeter(Meter):
             self._started = True
             try:
                 self._open()
-            except _Unavailable as exc:
+            except NvmlUnavailable as exc:
                 self._unavailable = str(exc)
                 self._devices = []
                 self._shutdown_nvml()
@@ -194,6 +213,14 @@ class NvmlMeter(Meter):
         with self._lock:
             return self._period_locked()
 
+    @property
+    def counter_period_s(self) -> float | None:
+        """The slowest energy counter's update period (its quantum of time), None when no
+        device is measured by its counter."""
+        with self._lock:
+            periods = [dev.period_s for dev in self._devices if dev.counted and dev.period_s]
+            return max(periods) if periods else None
+
     def details(self) -> dict[str, Any]:
         with self._lock:
             return {
@@ -202,6 +229,8 @@ class NvmlMeter(Meter):
                 "force_sampling": self.force_sampling,
                 "period_s": self._period_locked(),
                 "counter_probe_s": COUNTER_PROBE_S,
+                "power_reading": combined([dev.power_reading for dev in self._devices]),
+                "scope": self._scope_locked()[0],
                 "devices": [dev.describe() for dev in self._devices],
                 "unavailable": self._unavailable,
             }
@@ -227,78 +256,26 @@ class NvmlMeter(Meter):
 
     def _open(self) -> None:
         """Initialise NVML, open every device and take the starting values, or raise
-        ``_Unavailable``. Called with the lock held."""
+        ``NvmlUnavailable``. Called with the lock held."""
         if not self._requested:
-            raise _Unavailable("no GPU in use")
-        try:
-            import pynvml
-        except ImportError as exc:
-            raise _Unavailable("nvidia-ml-py (pynvml) is not installed") from exc
-        try:
-            pynvml.nvmlInit()
-        except pynvml.NVMLError_LibraryNotFound as exc:
-            raise _Unavailable("NVML library not found") from exc
-        except pynvml.NVMLError_DriverNotLoaded as exc:
-            raise _Unavailable("NVIDIA driver not loaded") from exc
-        except Exception as exc:  # NVMLError or anything else the binding raises
-            raise _Unavailable(f"NVML failed to initialise: {describe_error(exc)}") from exc
-        self._nvml = pynvml
-
+            raise NvmlUnavailable("no GPU in use")
+        self._nvml = pynvml = initialise_nvml()
         self._driver_version = nvml_text(try_call(pynvml.nvmlSystemGetDriverVersion))
         visible = parse_visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"))
         for spec in self._requested:
-            self._add_device(spec, visible)
+            add_device(self._devices, open_device(pynvml, spec, visible))
         for dev in self._devices:
             self._choose_path(dev)
         probe_counter_periods(
             pynvml, [dev for dev in self._devices if dev.counted], self._clock, self._sleep
         )
-        for dev in self._devices:
-            if not dev.counted:
-                dev.period_s, dev.period_basis = self._period, PERIOD_SAMPLE_HZ
         # Starting values last, all together, so that joules count from the end of start().
         self._take_starting_values()
-
-    def _add_device(self, spec: DeviceSpec, visible: list[DeviceSpec] | None) -> None:
-        nv = self._nvml
-        label = f"cuda:{spec}" if isinstance(spec, int) else spec
-        target: DeviceSpec = spec
-        if isinstance(spec, int) and visible is not None:
-            if spec >= len(visible):
-                shown = os.environ.get("CUDA_VISIBLE_DEVICES")
-                raise _Unavailable(f"{label} is not visible (CUDA_VISIBLE_DEVICES={shown!r})")
-            target = visible[spec]
-        try:
-            if isinstance(target, int):
-                handle, index = nv.nvmlDeviceGetHandleByIndex(target), target
-            else:
-                handle, index = handle_by_uuid(nv, target)
-        except Exception as exc:
-            raise _Unavailable(f"{label}: NVML cannot open it ({describe_error(exc)})") from exc
-        if index is None:
-            index = try_call(nv.nvmlDeviceGetIndex, handle)
-        uuid = nvml_text(try_call(nv.nvmlDeviceGetUUID, handle))
-
-        for dev in self._devices:  # the same GPU named twice is measured once
-            if (uuid is not None and dev.uuid == uuid) or (
-                uuid is None and index is not None and dev.index == index
-            ):
-                dev.requested.append(spec)
-                return
-        if index is not None and label != f"cuda:{index}":
-            label = f"{label} (NVML {index})"
-        limit_mw = try_call(nv.nvmlDeviceGetEnforcedPowerLimit, handle)
-        self._devices.append(
-            Device(
-                requested=[spec],
-                label=label,
-                handle=handle,
-                index=index,
-                uuid=uuid,
-                name=nvml_text(try_call(nv.nvmlDeviceGetName, handle)),
-                power_limit_w=None if limit_mw is None else limit_mw / 1000,
-            )
-        )
+        for dev in self._devices:
+            if not dev.counted:
+                averaging = AVERAGING_S.get(dev.power_reading or "", 0.0)
+                dev.period_s, dev.period_basis = max(
+                    (self._period, PERIOD_SAMPLE_HZ), (averaging, PERIOD_AVERAGING))
 
     def _choose_path(self, dev: Device) -> None:
         if self.force_sampling:
@@ -325,13 +302,13 @@ class NvmlMeter(Meter):
                     dev.last_mj = int(latest)
                 dev.base_mj = dev.last_mj
             try:
-                dev.last_mw = int(self._nvml.nvmlDeviceGetPowerUsage(dev.handle))
+                dev.power_reading, dev.last_mw = first_power_reading(self._nvml, dev.handle)
             except Exception as exc:
                 if dev.counted:
                     dev.cross_check_fault = f"power cannot be read: {describe_error(exc)}"
                     continue
                 why = dev.counter_error or "not read"
-                raise _Unavailable(
+                raise NvmlUnavailable(
                     f"{dev.label}: neither energy counter ({why}) nor power "
                     f"({describe_error(exc)}) can be read"
                 ) from exc
@@ -348,15 +325,36 @@ class NvmlMeter(Meter):
         self._sample_locked()
         counted = [dev for dev in self._devices if dev.counted]
         checks = [dev.cross_check_j() for dev in counted]
+        checked = bool(checks) and None not in checks
+        scope, scope_reason = self._scope_locked()
         return {
             GPU: Reading(
                 joules=sum(dev.joules() for dev in self._devices),
                 source=NVML_COUNTER if len(counted) == len(self._devices) else NVML_SAMPLING,
                 faults=self._faults,
                 fault=self._fault,
-                cross_check_j=sum(checks) if checks and None not in checks else None,
+                cross_check_j=sum(checks) if checked else None,
+                cross_check_period_s=max(
+                    self._cross_check_period(dev) for dev in counted) if checked else None,
+                scope=scope,
+                scope_reason=scope_reason,
             )
         }
+
+    def _cross_check_period(self, dev: Device) -> float:
+        """What the cross-check of a counter device resolves: the sampling period, the
+        counter's period and the power reading's averaging period, whichever is longest."""
+        return max(self._period, dev.period_s or 0.0,
+                   AVERAGING_S.get(dev.power_reading or "", 0.0))
+
+    def _scope_locked(self) -> tuple[str | None, str | None]:
+        """The reading's scope: ``shared_device`` when any device's energy is not the run's
+        alone (with every reason, by device), else None."""
+        shared = [f"{dev.label}: {'; '.join(dev.sharing)}" for dev in self._devices
+                  if dev.scope is not None]
+        if not shared:
+            return None, None
+        return next(dev.scope for dev in self._devices if dev.scope), " | ".join(shared)
 
     def _read_counters_locked(self) -> None:
         for dev in self._devices:
@@ -386,7 +384,7 @@ class NvmlMeter(Meter):
         now = self._clock()
         for dev in sampled:
             try:
-                power_mw = int(self._nvml.nvmlDeviceGetPowerUsage(dev.handle))
+                power_mw = read_power_mw(self._nvml, dev.handle, dev.power_reading)
             except Exception as exc:
                 why = f"power read failed: {describe_error(exc)}"
                 if dev.counted:  # the counter stands; only its cross-check ends

@@ -1,17 +1,24 @@
-"""The NVML side of the GPU meter: one measured device and its state, how devices are named
-(CUDA indices, UUIDs, ``CUDA_VISIBLE_DEVICES``, UUID prefixes), and small helpers for NVML's
-return values."""
+"""The NVML side of the GPU meter: one measured device and its state, how a device is named and
+opened (CUDA indices, UUIDs with or without their ``GPU-``/``MIG-`` prefix,
+``CUDA_VISIBLE_DEVICES``, UUID prefixes), whether its energy is the run's alone (MIG), and small
+helpers for NVML's return values."""
 
 from __future__ import annotations
 
 import operator
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from greenbench.energy.meters import NVML_COUNTER, NVML_SAMPLING
+from greenbench.energy.meters import NVML_COUNTER, NVML_SAMPLING, SHARED_DEVICE
 
 DeviceSpec = int | str
+UUID_PREFIXES = ("GPU-", "MIG-")
+
+
+class NvmlUnavailable(Exception):
+    """The GPUs cannot be measured; the message is the reason."""
 
 
 @dataclass
@@ -20,13 +27,19 @@ class Device:
 
     requested: list[DeviceSpec]
     label: str  # names the device in fault reasons, details() and telemetry()
-    handle: Any
+    handle: Any  # the whole GPU's (for a MIG instance: its parent's)
     index: int | None
     uuid: str | None
     name: str | None = None
     power_limit_w: float | None = None
+    matched_by: str = "index"  # "uuid": exact; "index": through the CUDA device order
+    cuda_device_order: str | None = None  # by index: the order it was read in
+    mig_uuid: str | None = None  # the MIG instance asked for, where one was
+    # Why this GPU's energy is not the run's alone (a MIG instance, MIG mode on); empty: it is.
+    sharing: list[str] = field(default_factory=list)
     source: str = NVML_SAMPLING
     counter_error: str | None = None  # why the counter is not used, if it is not
+    power_reading: str | None = None  # nvml_power.INSTANT or AVERAGED_1S, once power was read
     # How often this device's energy figure changes, and how that was found (set at start).
     period_s: float | None = None
     period_basis: str | None = None
@@ -51,6 +64,11 @@ class Device:
         """Sampled: for its measurement, or for the cross-check of its counter."""
         return not self.counted or self.cross_check_fault is None
 
+    @property
+    def scope(self) -> str | None:
+        """``shared_device`` when the GPU's energy is not this run's alone, else None."""
+        return SHARED_DEVICE if self.sharing else None
+
     def joules(self) -> float:
         if self.counted:
             return (self.banked_mj + self.last_mj - self.base_mj) / 1000
@@ -70,30 +88,126 @@ class Device:
             "index": self.index,
             "uuid": self.uuid,
             "name": self.name,
+            "matched_by": self.matched_by,
+            "cuda_device_order": self.cuda_device_order,
+            "mig_uuid": self.mig_uuid,
+            "scope": self.scope,
+            "sharing": list(self.sharing),
             "power_limit_w": self.power_limit_w,
             "source": self.source,
             "counter_error": self.counter_error,
+            "power_reading": self.power_reading,
             "period_s": self.period_s,
             "period_basis": self.period_basis,
             "cross_check_fault": self.cross_check_fault,
         }
 
 
-def handle_by_uuid(nv: Any, uuid: str) -> tuple[Any, int | None]:
-    """The handle of the device with this UUID, or with the one UUID it is a prefix of (as
-    ``CUDA_VISIBLE_DEVICES`` allows), and its NVML index where the search found it."""
+def initialise_nvml() -> Any:
+    """``nvmlInit()`` on the pynvml module, which is returned; raises ``NvmlUnavailable``."""
     try:
-        return nv.nvmlDeviceGetHandleByUUID(uuid), None
-    except Exception as exact_error:
-        matches = []
-        for i in range(try_call(nv.nvmlDeviceGetCount) or 0):
-            handle = try_call(nv.nvmlDeviceGetHandleByIndex, i)
-            other = None if handle is None else nvml_text(try_call(nv.nvmlDeviceGetUUID, handle))
-            if other is not None and other.startswith(uuid):
-                matches.append((handle, i))
-        if len(matches) == 1:
-            return matches[0]
-        raise exact_error
+        import pynvml
+    except ImportError as exc:
+        raise NvmlUnavailable("nvidia-ml-py (pynvml) is not installed") from exc
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError_LibraryNotFound as exc:
+        raise NvmlUnavailable("NVML library not found") from exc
+    except pynvml.NVMLError_DriverNotLoaded as exc:
+        raise NvmlUnavailable("NVIDIA driver not loaded") from exc
+    except Exception as exc:  # NVMLError or anything else the binding raises
+        raise NvmlUnavailable(f"NVML failed to initialise: {describe_error(exc)}") from exc
+    return pynvml
+
+
+def add_device(devices: list[Device], device: Device) -> None:
+    """Append ``device``, unless it is a GPU already there (the same GPU named twice, or two
+    MIG instances of one GPU, is measured once): then it only adds what was asked for."""
+    for dev in devices:
+        if (device.uuid is not None and dev.uuid == device.uuid) or (
+            device.uuid is None and device.index is not None and dev.index == device.index
+        ):
+            dev.requested.extend(device.requested)
+            dev.sharing.extend(why for why in device.sharing if why not in dev.sharing)
+            return
+    devices.append(device)
+
+
+def open_device(nv: Any, spec: DeviceSpec, visible: list[DeviceSpec] | None) -> Device:
+    """The device ``spec`` names, opened (raises ``NvmlUnavailable``). A MIG instance is
+    measured through its whole GPU and marked shared; so is a GPU with MIG mode on."""
+    label = f"cuda:{spec}" if isinstance(spec, int) else spec
+    target: DeviceSpec = spec
+    if isinstance(spec, int) and visible is not None:
+        if spec >= len(visible):
+            shown = os.environ.get("CUDA_VISIBLE_DEVICES")
+            raise NvmlUnavailable(f"{label} is not visible (CUDA_VISIBLE_DEVICES={shown!r})")
+        target = visible[spec]
+    try:
+        if isinstance(target, int):
+            handle, index = nv.nvmlDeviceGetHandleByIndex(target), target
+        else:
+            handle, index = handle_by_uuid(nv, target)
+        handle, mig_uuid, sharing = whole_gpu(nv, handle)
+    except Exception as exc:
+        raise NvmlUnavailable(f"{label}: NVML cannot open it ({describe_error(exc)})") from exc
+    if index is None or mig_uuid is not None:
+        index = try_call(nv.nvmlDeviceGetIndex, handle)
+    if index is not None and label != f"cuda:{index}":
+        label = f"{label} (NVML {index})"
+    limit_mw = try_call(nv.nvmlDeviceGetEnforcedPowerLimit, handle)
+    return Device(
+        requested=[spec], label=label, handle=handle, index=index,
+        uuid=nvml_text(try_call(nv.nvmlDeviceGetUUID, handle)),
+        name=nvml_text(try_call(nv.nvmlDeviceGetName, handle)),
+        power_limit_w=None if limit_mw is None else limit_mw / 1000,
+        matched_by="index" if isinstance(target, int) else "uuid",
+        # by index, the CUDA order decides which GPU an index is (PCI_BUS_ID: NVML's)
+        cuda_device_order=(os.environ.get("CUDA_DEVICE_ORDER", "FASTEST_FIRST")
+                           if isinstance(target, int) else None),
+        mig_uuid=mig_uuid, sharing=sharing,
+    )
+
+
+def whole_gpu(nv: Any, handle: Any) -> tuple[Any, str | None, list[str]]:
+    """(the handle whose energy NVML reports, the MIG instance's UUID or None, why the GPU is
+    not the run's alone). NVML's energy counter and power belong to the whole GPU: a MIG
+    instance shares them with every other instance on it."""
+    if _flag(try_call(nv.nvmlDeviceIsMigDeviceHandle, handle)):
+        mig_uuid = nvml_text(try_call(nv.nvmlDeviceGetUUID, handle))
+        parent = nv.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle)
+        return parent, mig_uuid, [
+            f"a MIG instance ({mig_uuid}): NVML's energy and power are its whole GPU's, "
+            "every instance's work together"]
+    mode = try_call(nv.nvmlDeviceGetMigMode, handle)  # [current, pending]; NotSupported: no MIG
+    enabled = getattr(nv, "NVML_DEVICE_MIG_ENABLE", 1)
+    if mode is not None and int(_plain(mode[0])) == enabled:
+        return handle, None, [
+            "MIG mode is on: the GPU is split into instances, and NVML's energy and power "
+            "are all of them together"]
+    return handle, None, []
+
+
+def handle_by_uuid(nv: Any, uuid: str) -> tuple[Any, int | None]:
+    """The handle of the device with this UUID (torch gives it without NVML's ``GPU-`` or
+    ``MIG-`` prefix: both are tried), or with the one UUID it is a prefix of (as
+    ``CUDA_VISIBLE_DEVICES`` allows), and its NVML index where the search found it."""
+    candidates = [uuid] if uuid.startswith(UUID_PREFIXES) else [p + uuid for p in UUID_PREFIXES]
+    exact_error: Exception | None = None
+    for candidate in candidates:
+        try:
+            return nv.nvmlDeviceGetHandleByUUID(candidate), None
+        except Exception as error:
+            exact_error = exact_error or error
+    matches = []
+    for i in range(try_call(nv.nvmlDeviceGetCount) or 0):
+        handle = try_call(nv.nvmlDeviceGetHandleByIndex, i)
+        other = None if handle is None else nvml_text(try_call(nv.nvmlDeviceGetUUID, handle))
+        if other is not None and other.startswith(candidates[0]):
+            matches.append((handle, i))
+    if len(matches) == 1:
+        return matches[0]
+    raise exact_error
 
 
 def normalise_spec(spec: Any) -> DeviceSpec:
@@ -133,6 +247,15 @@ def parse_visible_devices(raw: str | None) -> list[DeviceSpec] | None:
         else:
             break
     return visible
+
+
+def _plain(value: Any) -> Any:
+    """A ctypes number's value (the binding returns some flags as ``c_uint``), else the value."""
+    return getattr(value, "value", value)
+
+
+def _flag(value: Any) -> bool:
+    return value is not None and bool(_plain(value))
 
 
 def try_call(function: Callable[..., Any], *args: Any) -> Any:

@@ -3,11 +3,13 @@
 It imports torch, Lightning, CodeCarbon and greenbench once, never touching CUDA or running a
 torch operation (forking after either is unsafe), and then forks every point of the sweep: each
 point is still a fresh process with its own accelerator context, log and exit status, without
-seconds of imports each time. It talks to the parent over its standard input and output, one
-JSON line each way:
+seconds of imports each time. NVML is not safe across a fork either, and CodeCarbon's import
+opens an NVML session (``pynvml.nvmlInit()`` at module level): ``warm_up`` closes every session
+the imports opened, so each point's GPU meter opens its own. It talks to the parent over its
+standard input and output, one JSON line each way:
 
     parent -> server   {"handoff": "/path", "environment": {"TMPDIR": ...}}   fork a point
-    server -> parent   {"ready": true}                once the imports are done
+    server -> parent   {"ready": true, "nvml_sessions_closed": N}   once the imports are done
                        {"started": PID}               for each point forked
                        {"exited": PID, "status": N}   when it ends (N < 0: killed by signal -N)
 
@@ -32,11 +34,8 @@ def main(argv: list[str]) -> int:
         print("usage: python -m greenbench.point.server PARENT_PID", file=sys.stderr)
         return 2
     die_with_parent(int(argv[0]), watch=False)
-    import codecarbon  # noqa: F401  (for the points: imported once here)
-
-    import greenbench.point.run  # noqa: F401  (torch, Lightning, the models and metrics)
-
-    _say({"ready": True})
+    closed = warm_up()
+    _say({"ready": True, "nvml_sessions_closed": closed})
     running: set[int] = set()
     pending = b""
     while True:
@@ -58,6 +57,35 @@ def main(argv: list[str]) -> int:
             if done:
                 running.discard(pid)
                 _say({"exited": pid, "status": _returncode(status)})
+
+
+def warm_up() -> int:
+    """Import what every point needs, then let go of what must not cross a fork; how many NVML
+    sessions the imports had opened (and this closed). Raises if CUDA was initialised."""
+    import codecarbon  # noqa: F401  (for the points: imported once here)
+
+    import greenbench.point.run  # noqa: F401  (torch, Lightning, the models and metrics)
+
+    closed = release_nvml()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        raise RuntimeError("CUDA was initialised while importing; a forked point would inherit it")
+    return closed
+
+
+def release_nvml(limit: int = 64) -> int:
+    """``nvmlShutdown()`` as often as NVML was initialised in this process, so that it holds no
+    session when it forks (NVML counts initialisations and shuts down at zero); how many it
+    closed. pynvml is not imported for this: a process that never imported it has none."""
+    pynvml = sys.modules.get("pynvml")
+    closed = 0
+    while pynvml is not None and getattr(pynvml, "_nvmlLib_refcount", 0) > 0 and closed < limit:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:  # the library says it holds nothing more
+            break
+        closed += 1
+    return closed
 
 
 def _become_point(request: dict) -> None:

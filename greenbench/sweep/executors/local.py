@@ -278,9 +278,11 @@ class _ForkServer:
 
 def _child_environment(tmp: Path) -> dict[str, str]:
     """What a point's process sets in its environment, over the parent's."""
-    # CUDA numbers GPUs fastest first by default, NVML by PCI bus: make CUDA use the bus order
-    # too, so that the GPU a point trains on is the GPU its energy meter reads. The point's
-    # temporary files (CodeCarbon's CSV folder, Lightning's root) go inside its handoff folder.
+    # The point's energy meter finds its GPU by the UUID torch gives; where torch gives none it
+    # falls back to the index, and CUDA numbers GPUs fastest first by default, NVML by PCI bus:
+    # make CUDA use the bus order too, so that the index means the same GPU to both (the Ray
+    # executor's points run through here as well). The point's temporary files (CodeCarbon's
+    # CSV folder, Lightning's root) go inside its handoff folder.
     return {"TMPDIR": str(tmp),
             "CUDA_DEVICE_ORDER": os.environ.get("CUDA_DEVICE_ORDER", "PCI_BUS_ID")}
 
