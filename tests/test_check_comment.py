@@ -149,3 +149,18 @@ def test_the_command_writes_the_comment(tmp_path: Path) -> None:
     text = (tmp_path / "comment.md").read_text()
     assert "### greenbench check: budgets.yaml on s (6 records)" in text
     assert len(table_rows(text)) == 3 and "**3 pass**" in text
+
+
+def test_the_example_in_the_docs_has_this_comments_shape() -> None:
+    from greenbench.check.comment import HEADER
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "ci.md").read_text()
+    example = docs[docs.index(f"\n{MARKER}\n### ") + 1:]  # the comment, not the prose on it
+    example = example[:example.index("</sub>")]
+    lines = example.splitlines()
+    header = next(line for line in lines if line.startswith("| result"))
+    assert header == "| " + " | ".join(HEADER) + " |"
+    rows = table_rows(example)
+    assert len(rows) == 6 and all(len(row) == len(HEADER) for row in rows)
+    assert [row[0] for row in rows] == ["**FAIL**"] * 2 + ["_INCONCLUSIVE_"] * 2 + ["PASS"] * 2
+    assert "**2 pass, 2 fail, 2 inconclusive**" in example

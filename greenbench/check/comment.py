@@ -54,7 +54,7 @@ def comment(entries: Sequence[Figures], title: str, warnings: Sequence[str] = ()
     rows = [_row(entry) for entry in ordered]
     passing = sum(entry.verdict.result == PASS for entry in entries)
     notes = noise_notes(entries)
-    warned = [f"- warning: {cell(warning)}" for warning in warnings]
+    warned = [f"- {cell(warning)}" for warning in warnings]
     foot = ["", _qualities(entries), "", f"<sub>greenbench {__version__}: `greenbench check`; "
             "how each verdict was decided is in the job summary and the JUnit report.</sub>", ""]
 
