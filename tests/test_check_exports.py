@@ -257,3 +257,19 @@ def test_a_bad_budget_writes_no_export(tmp_path: Path) -> None:
                       "bmf.json", "--comment", "c.md", "--junit", "j.xml", cwd=tmp_path)
     assert done.returncode == 2 and "select {model: vae} matches no ok run" in done.stderr
     assert not [p for p in tmp_path.iterdir() if p.is_file() and p.name != "budgets.yaml"]
+
+
+def test_a_ratio_to_the_stored_baseline_has_the_baselines_interval(tmp_path: Path) -> None:
+    (tmp_path / "budgets.yaml").write_text(
+        "- {name: no more than the baseline, metric: energy_fit_j, max_ratio: 1.0}\n")
+    frame = results.frame(runs(shift=20.0))
+    baseline = results.frame(runs())
+    rules = load_budgets(tmp_path / "budgets.yaml", list(frame.columns))
+    entries = exports.figures(evaluate(rules, frame, baseline), frame)
+    assert [entry.verdict.result for entry in entries] == [FAIL, FAIL]  # 70/50 and 80/60
+    assert [entry.value for entry in entries] == pytest.approx([70 / 50, 80 / 60])
+    assert [entry.reference_mean for entry in entries] == pytest.approx([50.0, 60.0])
+    content = json.loads(exports.bmf(entries))
+    check_bmf(content)
+    assert all(set(metric) == {"value", "lower_value", "upper_value"}
+               for measures in content.values() for metric in measures.values())
