@@ -79,6 +79,14 @@ def _parser() -> argparse.ArgumentParser:
                        help="stored results (a report's results.csv) for ratio rules without "
                        "relative_to")
     check.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML")
+    check.add_argument("--benchmark-json", type=Path, metavar="FILE",
+                       help="also write github-action-benchmark's custom JSON: lower-is-better "
+                       "entries to FILE, higher-is-better ones to FILE with -bigger before its "
+                       "extension")
+    check.add_argument("--bmf", type=Path, metavar="FILE",
+                       help="also write Bencher Metric Format JSON")
+    check.add_argument("--comment", type=Path, metavar="FILE",
+                       help="also write a Markdown comment for a pull request")
     check.add_argument("--strict", action="store_true", help="INCONCLUSIVE fails too")
     check.set_defaults(handler=_check)
 
@@ -165,9 +173,10 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from greenbench.check.command import check
+    from greenbench.check.command import Outputs, check
 
-    failed = check(args.budgets, args.run_dir, args.baseline, args.junit, args.strict)
+    outputs = Outputs(benchmark_json=args.benchmark_json, bmf=args.bmf, comment=args.comment)
+    failed = check(args.budgets, args.run_dir, args.baseline, args.junit, args.strict, outputs)
     return EXIT_FAILED if failed else EXIT_OK
 
 

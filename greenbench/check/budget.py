@@ -71,6 +71,11 @@ class Verdict:
     # the config fields that tell this verdict's configuration from the rule's others; empty
     # when the rule selects a single configuration
     configuration: dict[str, Any] = field(default_factory=dict)
+    # what it was decided on, for the exports: the metric of each selected run (and of each
+    # run of the reference, for a ratio), and the selected runs' ids
+    values: tuple[float, ...] = ()
+    reference: tuple[float, ...] = ()
+    run_ids: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -130,6 +135,7 @@ def _decide(rule: Rule, ok: pd.DataFrame, keys: list[str],
         shown = {key: config[key] for key in varying}
         label = _label(rule.name, shown)
         values = runs[rule.metric]
+        reference = pd.Series(dtype=float)
         if not rule.is_ratio:
             value, how = _statistic(values, rule.statistic)
             verdict = _absolute(rule, value, len(values), how)
@@ -140,17 +146,20 @@ def _decide(rule: Rule, ok: pd.DataFrame, keys: list[str],
                                 f"relative_to {describe(relative_to)}")
         else:
             assert baseline is not None
-            stored = _with_metric(baseline[_matches(baseline, {**config, **selection})],
-                                  rule.metric)[rule.metric]
-            if stored.empty:
+            reference = _with_metric(baseline[_matches(baseline, {**config, **selection})],
+                                     rule.metric)[rule.metric]
+            if reference.empty:
                 raise UserError(f"rule {label!r}: the --baseline results hold no ok run of "
                                 f"this configuration with a {rule.metric} value")
-            verdict = _relative(rule, label, values, stored,
+            verdict = _relative(rule, label, values, reference,
                                 "the same selection in the --baseline results")
         own = _own_quality(rule.metric, runs)
         note = verdict.note + (f"; {direction(*own)} for {own[0]} (quality_mode {own[1]})"
                                if own is not None and own[0] != DEFAULT_QUALITY["metric"] else "")
-        verdicts.append(replace(verdict, configuration=shown, note=note))
+        verdicts.append(replace(
+            verdict, configuration=shown, note=note, values=tuple(map(float, values)),
+            reference=tuple(map(float, reference)),
+            run_ids=tuple(map(str, runs["run_id"])) if "run_id" in runs else ()))
     return verdicts
 
 

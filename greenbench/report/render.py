@@ -118,6 +118,13 @@ def _md(text: Any, newline: str = "<br>", line_start: bool = True) -> str:
     return _MD_BLOCK_START.sub(r"\\\1", result) if line_start else result
 
 
+def markdown_cell(text: Any) -> str:
+    """Untrusted text made inert as one table cell or inline phrase of Markdown, as the report
+    treats its own (``_md``): for other Markdown that names from records reach, such as the
+    pull-request comment of ``greenbench check``."""
+    return _md(text, newline=" ", line_start=False)
+
+
 def _url_end(url: str) -> str:
     """``url`` without trailing punctuation; a closing parenthesis stays when it is balanced."""
     while url and (url[-1] in _URL_TRAILING

@@ -30,7 +30,7 @@ from greenbench.records import CONFIGURATION_FIELDS, DEFAULT_QUALITY, INIT_ARGS_
 from greenbench.results import configuration_columns, group_keys, init_arg_columns, quality_columns
 from greenbench.results.loader import QUALITY_METRIC_COLUMNS  # what quality is, per configuration
 from greenbench.results.quality import higher_is_better
-from greenbench.results.stats import confidence_half_width, t_quantile
+from greenbench.results.stats import confidence_half_width, ratio_interval
 
 LABEL_KEYS = ("model", "precision", "width", "data_fraction")  # always in a label
 TRAINING_ENERGY = "energy_fit_j"  # warm-up plus train: what training cost
@@ -273,13 +273,8 @@ def _ratio(metric: str, row: pd.Series, base: pd.Series | None) -> dict[str, flo
     if not (math.isfinite(a) and math.isfinite(b)) or a <= 0 or b <= 0:
         return out
     out[f"{metric}_ratio"] = a / b
-    n_a, n_b = row[f"{metric}_n"], base[f"{metric}_n"]
-    if n_a >= 2 and n_b >= 2:
-        # Delta method on the log of the ratio of two independent means.
-        se = math.sqrt((row[f"{metric}_sd"] / a) ** 2 / n_a + (base[f"{metric}_sd"] / b) ** 2 / n_b)
-        t = t_quantile(min(n_a, n_b))
-        out[f"{metric}_ratio_low"] = a / b * math.exp(-t * se)
-        out[f"{metric}_ratio_high"] = a / b * math.exp(t * se)
+    out[f"{metric}_ratio_low"], out[f"{metric}_ratio_high"] = ratio_interval(
+        a, row[f"{metric}_sd"], row[f"{metric}_n"], b, base[f"{metric}_sd"], base[f"{metric}_n"])
     return out
 
 
