@@ -150,15 +150,19 @@ def _run(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from greenbench import results
-    from greenbench.records import CONFIGURATION_FIELDS
+    from greenbench.records import CONFIGURATION_FIELDS, is_argument
     from greenbench.report import builder, tables
 
     folders = results.sweep_folders(args.run_dirs)
+    records = results.read_records(folders)  # a warning on stderr for each file skipped
+    # A baseline may name any configuration field, or any argument these runs were given
+    # (model.init_args.lr, data.init_args.batch_size, trainer.gradient_clip_val).
+    arguments = {column for record in records for column in results.flatten(record)
+                 if is_argument(column)}
     try:
-        baseline = tables.parse_baseline(args.baseline, list(CONFIGURATION_FIELDS))
+        baseline = tables.parse_baseline(args.baseline, [*CONFIGURATION_FIELDS, *arguments])
     except ValueError as error:
         raise UserError(f"--baseline: {error}") from None
-    records = results.read_records(folders)  # a warning on stderr for each file skipped
     where = ", ".join(str(folder) for folder in folders)
     print(f"read {len(records)} record{'s' if len(records) != 1 else ''} from {where}",
           flush=True)

@@ -75,6 +75,12 @@ WIDTH_ARG_KEY = "width_arg"
 # name matches INIT_ARG_NAME (fullmatch) when it is one.
 INIT_ARG_COLUMN = "{section}.init_args.{name}"
 INIT_ARG_NAME = re.compile(r"(model|data)\.init_args\.([A-Za-z_][A-Za-z0-9_]*)")
+# A sweep's trainer section (LightningCLI's ``trainer:``) is the config's ``trainer``, present
+# only when the sweep has one, so sweeps without it keep their run_ids; a trainer keyword is a
+# grid axis and a results column named like this.
+TRAINER_KEY = "trainer"
+TRAINER_ARG_COLUMN = "trainer.{name}"
+TRAINER_ARG_NAME = re.compile(r"trainer\.([A-Za-z_][A-Za-z0-9_]*)")
 # What quality means for a point whose config does not say: the reference models' KID.
 DEFAULT_QUALITY = {"metric": "kid", "mode": "min"}
 QUALITY_MODES = ("min", "max")
@@ -138,27 +144,40 @@ class RunSpec:
     carbon: dict[str, Any] = field(default_factory=dict)  # the sweep's carbon; not hashed
     generate: dict[str, Any] = field(default_factory=dict)  # the sweep's generate; not hashed
     import_path: str | None = None  # the sweep file's folder, first on sys.path; not hashed
-    varied_init_args: tuple[str, ...] = ()  # the grid's init-arg axes, shown in the label
+    varied_args: tuple[str, ...] = ()  # the grid's init-arg and trainer axes, in the label
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, content: dict[str, Any]) -> RunSpec:
-        return cls(**{**content, "varied_init_args": tuple(content.get("varied_init_args", ()))})
+        return cls(**{**content, "varied_args": tuple(content.get("varied_args", ()))})
 
     @property
     def label(self) -> str:
         """A short human name: ``gan 32-true w=0.5 f=1 seed=0 #0``."""
         c = self.config
-        init_args = ""
-        for axis in self.varied_init_args:
-            section, _, name = axis.split(".", 2)
-            init_args += f" {name}={c[INIT_ARGS_KEYS[section]][name]}"
+        init_args = "".join(f" {axis.rpartition('.')[2]}={axis_value(c, axis)}"
+                            for axis in self.varied_args)
         return (
             f"{c['model'].rpartition('.')[2]} {c['precision']} w={c['width']:g} "
             f"f={c['data_fraction']:g}{init_args} seed={c['seed']} #{c['repeat']}"
         )
+
+
+def is_argument(name: str) -> bool:
+    """Whether ``name`` names an argument axis or column: an init arg of the model or data
+    (``model.init_args.lr``) or a trainer keyword (``trainer.gradient_clip_val``)."""
+    return bool(INIT_ARG_NAME.fullmatch(name) or TRAINER_ARG_NAME.fullmatch(name))
+
+
+def axis_value(config: dict[str, Any], axis: str) -> Any:
+    """The value a config has on a named grid axis: an init arg (``model.init_args.lr``) or a
+    trainer keyword (``trainer.accumulate_grad_batches``)."""
+    found = INIT_ARG_NAME.fullmatch(axis)
+    if found:
+        return config[INIT_ARGS_KEYS[found[1]]][found[2]]
+    return config[TRAINER_KEY][TRAINER_ARG_NAME.fullmatch(axis)[1]]
 
 
 def run_id(config: dict[str, Any]) -> str:

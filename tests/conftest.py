@@ -10,10 +10,13 @@ import pytest
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``gpu`` run only where torch sees a CUDA GPU; elsewhere they are skipped."""
+    """Tests marked ``gpu`` run only where torch sees a CUDA GPU, one after another on one
+    worker (they measure the GPU's energy); elsewhere they are skipped."""
     gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_tests:
         return
+    for item in gpu_tests:
+        item.add_marker(pytest.mark.xdist_group("gpu"))
     import torch
 
     if torch.cuda.is_available():
@@ -26,8 +29,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session", autouse=True)
 def extractor_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One feature-extractor cache for the whole session (and the processes it starts), never
-    the user's own: each extractor is trained once per test run."""
-    cache = tmp_path_factory.mktemp("greenbench-cache")
+    the user's own: each extractor is trained once per test run, also when the suite runs on
+    several workers (pytest-xdist), which share the cache under its lock."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    cache = shared / "greenbench-cache"
+    cache.mkdir(exist_ok=True)
     previous = os.environ.get("GREENBENCH_CACHE")
     os.environ["GREENBENCH_CACHE"] = str(cache)
     yield cache

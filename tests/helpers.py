@@ -66,11 +66,35 @@ batch_size: 32
 """
 
 
-# The smallest real point there is: a tiny classifier of a user's project (tests/plugins) on
-# 64 points, two training batches, no idle baseline, nothing to score or sample. For what a
-# test asks of a point's process (start, stop, kill, resume), not of its numbers.
-PROJECT = Path(__file__).parent / "plugins" / "tinyproject.py"
+# The smallest real point there is: the reference GAN at 8 pixels and a quarter width, two
+# training batches, no idle baseline, ten samples scored and none generated. For what a test asks
+# of a point's process (start, stop, kill, resume), not of its numbers. A sweep of the reference
+# models is also the quickest to start: checking a user's classes imports Lightning in the
+# parent, which costs seconds per `greenbench run`.
 SMALLEST_SWEEP = """\
+name: tiny
+dataset: {name: digits, image_size: 8}
+train: {steps: 2}
+eval: {num_samples: 10, importance_samples: 1}
+energy: {idle_seconds: 0, warmup_steps: 1}
+generate: {num_images: 0}
+width: 0.25
+latent_dim: 8
+batch_size: 32
+"""
+
+
+def write_smallest_sweep(folder: Path, extra: str = "", steps: int = 2) -> Path:
+    """``SMALLEST_SWEEP`` of ``steps`` training batches plus ``extra`` as
+    ``folder/sweep.yaml``."""
+    return write_sweep(folder, extra,
+                       base=SMALLEST_SWEEP.replace("{steps: 2}", f"{{steps: {steps}}}"))
+
+
+# The smallest point of a user's own classes (tests/plugins/tinyproject.py): a tiny classifier
+# on 64 points, two training batches, no idle baseline, nothing to score or sample.
+PROJECT = Path(__file__).parent / "plugins" / "tinyproject.py"
+CLASS_SWEEP = """\
 name: tiny
 model: {class_path: tinyproject.BlobsClassifier, init_args: {hidden: 8}}
 data: {class_path: tinyproject.BlobsData, init_args: {batch_size: 16, count: 64}}
@@ -80,12 +104,21 @@ energy: {idle_seconds: 0, warmup_steps: 1}
 """
 
 
-def write_smallest_sweep(folder: Path, extra: str = "", steps: int = 2) -> Path:
-    """``SMALLEST_SWEEP`` of ``steps`` training batches plus ``extra`` as
-    ``folder/sweep.yaml``, its project beside it."""
+def write_class_sweep(folder: Path, extra: str = "") -> Path:
+    """``CLASS_SWEEP`` plus ``extra`` as ``folder/sweep.yaml``, its project beside it."""
     shutil.copy(PROJECT, folder / "tinyproject.py")
-    return write_sweep(folder, extra,
-                       base=SMALLEST_SWEEP.replace("{steps: 2}", f"{{steps: {steps}}}"))
+    return write_sweep(folder, extra, base=CLASS_SWEEP)
+
+
+def class_spec(folder: Path, **overrides: Any) -> RunSpec:
+    """The one point of ``CLASS_SWEEP`` as a run spec (its project copied into ``folder``),
+    ``overrides`` replacing config fields."""
+    from greenbench.sweep.schema import expand, load_sweep
+
+    (spec,) = expand(load_sweep(write_class_sweep(folder)))
+    config = {**spec.config, **overrides}
+    return RunSpec(run_id(config), spec.sweep, config, None, spec.energy, spec.carbon,
+                   spec.generate, import_path=spec.import_path)
 
 
 def write_sweep(folder: Path, extra: str = "", base: str = TINY_SWEEP) -> Path:

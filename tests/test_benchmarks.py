@@ -16,7 +16,7 @@ SCRIPTS = sorted(p for p in BENCHMARKS.rglob("*.py")
 def test_the_scripts_are_the_ones_the_docs_name() -> None:
     assert [p.relative_to(BENCHMARKS).as_posix() for p in SCRIPTS] == [
         "eval_cost.py", "gpu/first_contact.py", "gpu/validate.py", "overhead.py",
-        "point_overhead.py", "quickstart_runtime.py", "report_scale.py"]
+        "point_overhead.py", "quickstart_runtime.py", "report_scale.py", "test_suite.py"]
     assert not (BENCHMARKS / "sweeps.py").exists()  # it shadowed the sweeps/ folder
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from greenbench.records import to_json
-from tests.helpers import cli, greenbench, record, write_sweep
+from tests.helpers import cli, greenbench, record, write_smallest_sweep
 
 RULES = """\
 rules:
@@ -196,7 +196,7 @@ def test_bad_budgets_exit_2_with_one_line(tmp_path: Path, content: str, expected
 
 
 def test_calibrate_measures_the_spread_of_a_real_sweep(tmp_path: Path) -> None:
-    write_sweep(tmp_path)
+    write_smallest_sweep(tmp_path)
     done = cli("calibrate", "sweep.yaml", "--repeats", "2", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     content = json.loads((tmp_path / "calibration.json").read_text())

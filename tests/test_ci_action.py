@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.helpers import TINY_SWEEP, write_sweep
+from tests.helpers import SMALLEST_SWEEP, write_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 ACTION = ROOT / "action.yml"
@@ -96,7 +96,7 @@ def run_action(folder: Path, args: str = "") -> tuple[subprocess.CompletedProces
 
 
 def test_the_action_script_runs_the_sweep_and_writes_every_output(tmp_path: Path) -> None:
-    write_sweep(tmp_path, SWEEP, base=TINY_SWEEP.replace("width: 0.25\n", ""))
+    write_sweep(tmp_path, SWEEP, base=SMALLEST_SWEEP.replace("width: 0.25\n", ""))
     (tmp_path / "budgets.yaml").write_text(BUDGETS)
     done, outputs = run_action(tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -103,9 +103,10 @@ def test_windows_meter_reads_and_loggers(tmp_path: Path) -> None:
         torch.randn(256, 256) @ torch.randn(256, 256)
     result = energy.result()
 
-    # start, idle, warmup, train, fit end: the same for 50 batches as for 5
-    assert reads_after_fit == 5
-    assert meter.reads == 8  # eval in and out, and stop
+    # start, idle, warmup, train, fit end, and one at each epoch end for the logger's
+    # energy/fit_j: the same for 50 batches as for 5, never one per batch
+    assert reads_after_fit == 5 + 2
+    assert meter.reads == 7 + 3  # eval in and out, and stop
     windows = result["windows"]
     assert windows["warmup"]["samples"] == 3 * 8
     assert windows["train"]["samples"] == (50 - 3) * 8
@@ -116,7 +117,9 @@ def test_windows_meter_reads_and_loggers(tmp_path: Path) -> None:
     rows = list(csv.DictReader((Path(logger.log_dir) / "metrics.csv").open()))
     logged = {key for row in rows for key, value in row.items() if value}
     assert {"energy/idle_j", "energy/warmup_j", "energy/train_j", "energy/eval_j",
-            "energy/total_j"} <= logged
+            "energy/total_j", "energy/fit_net_j"} <= logged
+    per_epoch = [float(row["energy/fit_j"]) for row in rows if row.get("energy/fit_j")]
+    assert len(per_epoch) >= 2 and per_epoch[:2] == sorted(per_epoch[:2])
 
 
 def test_evaluation_during_fit_pauses_training(tmp_path: Path) -> None:

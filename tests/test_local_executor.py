@@ -16,7 +16,7 @@ import pytest
 
 from greenbench.records import RunSpec
 from greenbench.sweep.executors.local import LocalExecutor
-from tests.helpers import tiny_spec
+from tests.helpers import class_spec, tiny_spec
 
 
 def with_idle_every(spec: RunSpec, seconds: float) -> RunSpec:
@@ -38,7 +38,7 @@ def test_a_warm_start_gives_a_whole_point_with_its_own_log(
     # A cold start trains whole points in tests/test_run.py (the cold kill -9 test resumes).
     executor = LocalExecutor(scratch_dir=tmp_path / "scratch")
     executors.append(executor)
-    result = executor.run(tiny_spec(model="vae", seed=3))
+    result = executor.run(class_spec(tmp_path, seed=3))
     record = result.record
     assert record["status"] == "ok", record["reason"]
     assert record["timings"]["process_s"] > 0
@@ -54,9 +54,13 @@ def test_the_idle_baseline_is_measured_once_and_again_when_it_is_old(
 ) -> None:
     executor = LocalExecutor(scratch_dir=tmp_path / "scratch")
     executors.append(executor)
-    first = executor.run(with_idle_every(tiny_spec(seed=0), 600)).record
-    second = executor.run(with_idle_every(tiny_spec(seed=1), 600)).record
-    third = executor.run(with_idle_every(tiny_spec(seed=2), 0.01)).record  # older than that
+    def point(seed: int, idle_every_s: float) -> RunSpec:  # an idle baseline of 0.3 s
+        spec = with_idle_every(class_spec(tmp_path, seed=seed), idle_every_s)
+        return dataclasses.replace(spec, energy={**spec.energy, "idle_seconds": 0.3})
+
+    first = executor.run(point(0, 600)).record
+    second = executor.run(point(1, 600)).record
+    third = executor.run(point(2, 0.01)).record  # older than that
     for record in (first, second, third):
         assert record["status"] == "ok", record["reason"]
 

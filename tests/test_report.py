@@ -24,7 +24,7 @@ SWEEP = TINY_SWEEP.replace("name: tiny", (
 data_fraction: 0.1
 grid:
   model: [gan, vae]
-  precision: [32-true, bf16-mixed, 16-mixed]
+  precision: [bf16-mixed, 16-mixed]
 """
 
 
@@ -42,15 +42,15 @@ def test_sweep_then_report_writes_every_file(tmp_path: Path) -> None:
     git("commit", "-q", "-m", "sweep", cwd=tmp_path)
     run = greenbench("run", "sweep.yaml", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    assert "[6/6]" in run.stderr and "4 ok, 2 skipped" in run.stderr
+    assert "[4/4]" in run.stderr and "2 ok, 2 skipped" in run.stderr
     assert_records_and_files(tmp_path / "runs" / "tiny")
     again = greenbench("run", "sweep.yaml", cwd=tmp_path)
-    assert again.returncode == 0 and "6 already recorded, 0 to run" in again.stderr
+    assert again.returncode == 0 and "4 already recorded, 0 to run" in again.stderr
 
     done = greenbench("report", cwd=tmp_path)  # no argument: the latest sweep under runs/
 
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[0] == "read 6 records from runs/tiny"
+    assert done.stdout.splitlines()[0] == "read 4 records from runs/tiny"
     out = tmp_path / "runs" / "tiny" / "report"  # beside the records, never in the source tree
     for name in ("report.md", "report.html", "results.csv", "results.parquet",
                  "quality_vs_energy.png", "quality_vs_energy.svg", "energy_breakdown.png",
@@ -63,13 +63,13 @@ def test_sweep_then_report_writes_every_file(tmp_path: Path) -> None:
     markdown = (out / "report.md").read_text()
     energy = markdown.split("## Energy and cost", 1)[1].split("##", 1)[0]
     rows = [line for line in energy.splitlines() if line.startswith("| ") and "---" not in line]
-    assert len(rows) == 1 + 6  # header + one row per configuration (2 models x 3 precisions)
+    assert len(rows) == 1 + 4  # header + one row per configuration (2 models x 2 precisions)
     assert "0, 1 skipped" in energy  # the 16-mixed points: counted, not averaged
     assert "estimated: cpu: codecarbon_cpu_load_estimate" in energy.replace("\\_", "_")
     assert "Energy is ESTIMATED" in markdown
 
     results = pd.read_parquet(out / "results.parquet")
-    assert len(results) == 6 and set(results["status"]) == {"ok", "skipped"}
+    assert len(results) == 4 and set(results["status"]) == {"ok", "skipped"}
     assert pd.read_csv(out / "results.csv")["run_id"].tolist() == results["run_id"].tolist()
 
     html = (out / "report.html").read_text()

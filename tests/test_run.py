@@ -23,6 +23,7 @@ from tests.helpers import (
     TRAIN_COUNT,
     alive,
     children_of,
+    cli,
     greenbench,
     idx_bytes,
     read_records,
@@ -194,12 +195,9 @@ def test_ctrl_c_stops_the_point_and_says_how_to_resume(
     assert "interrupted" in stderr and "again to resume" in stderr
     assert "Traceback" not in stderr
     assert not alive(child)
-    recorded = snapshot(records_dir)
+    recorded = snapshot(records_dir)  # resuming from here: the kill -9 test and test_runner.py
+    assert 1 <= len(recorded) < 4
     assert all(json.loads(content)["status"] == "ok" for _, content in recorded.values())
-
-    resumed = greenbench("run", "sweep.yaml", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
-    assert len(snapshot(records_dir)) == 4
 
 
 def test_a_point_whose_process_is_killed_is_failed_and_the_sweep_goes_on(
@@ -238,10 +236,10 @@ def test_two_runs_of_one_sweep_cannot_write_the_same_folder(
     write_smallest_sweep(tmp_path, steps=FOREVER)
     first = start_sweep(tmp_path)
     try:
-        wait_for(lambda: bool(children_of(first.pid)))
-        second = greenbench("run", "sweep.yaml", cwd=tmp_path)
+        wait_for(lambda: (tmp_path / "runs" / "tiny" / ".lock").exists())
+        second = cli("run", "sweep.yaml", cwd=tmp_path)  # the lock is the folder's, not a pid's
         assert second.returncode == 2
         assert "another greenbench run is writing to this folder" in second.stderr
     finally:
         first.send_signal(signal.SIGINT)
-        first.communicate(timeout=30)
+        first.communicate(timeout=60)

@@ -406,16 +406,26 @@ def test_the_examples_sweeps_check_out_and_the_readme_shows_the_classifier_as_it
     assert yaml.safe_load(block) == yaml.safe_load((examples / "classifier.yaml").read_text())
 
 
-def test_gathering_images_for_scoring_leaves_the_training_random_stream_as_it_was() -> None:
+def test_preparing_scoring_leaves_the_training_random_stream_as_it_was() -> None:
+    from types import SimpleNamespace
+
     from greenbench.data.module import BuiltinDataModule
-    from greenbench.point.run import _scoring_data
+    from greenbench.point.preparation import ScoringPreparation
+    from greenbench.point.scoring import Scorer
+    from greenbench.point.subset import TrainingSubset
 
     data = BuiltinDataModule("digits", None, 8, batch_size=32)
     data.setup("fit")
+    spec = tiny_spec(image_size=8)
+    scorer, timings = Scorer(spec.config), {}
+    preparation = ScoringPreparation(scorer, TrainingSubset(data, 1.0, 0), True, timings)
     torch.manual_seed(0)
     state = torch.get_rng_state()
 
-    scoring = _scoring_data(data, data.train_dataloader(), subset=False, generative=True)
+    preparation.setup(SimpleNamespace(datamodule=data), None, "fit")
 
-    assert scoring.train_images.shape == (1437, 1, 8, 8) and scoring.val_labels.shape == (360,)
-    assert torch.equal(torch.get_rng_state(), state)  # iterating a loader draws from it
+    assert scorer.eval_data.train_images.shape == (1437, 1, 8, 8)
+    assert scorer.eval_data.test_images.shape == (360, 1, 8, 8)
+    assert scorer.extractor is not None and timings["extractor_s"] >= 0
+    # iterating a loader and training an extractor draw from it: neither may
+    assert torch.equal(torch.get_rng_state(), state)

@@ -290,7 +290,22 @@ def test_a_ratio_that_only_holds_back_improvement_is_warned_about(tmp_path: Path
             "(quality_mode max)") in out
     frame = results.frame(grid(mode="min"))  # where lower is better, a max_ratio is right
     path = tmp_path / "budgets.yaml"
-    assert quality_warnings(load_budgets(path, list(frame.columns)), frame) == []
+    warned = quality_warnings(load_budgets(path, list(frame.columns)), frame)
+    assert not any("max_ratio bounds" in line for line in warned)
+
+
+def test_an_absolute_bound_against_the_metric_s_direction_is_warned_about(
+        tmp_path: Path, capsys) -> None:
+    rules = SELECT_AND_BOUND.replace("  min: 0.9", "  max: 0.99")
+    _, out, _ = check(tmp_path, rules, grid(), capsys)
+    assert ("warning: rule 'lr 0.01 reaches val_acc 0.9': max puts a ceiling on val_acc, but "
+            "higher is better for val_acc (quality_mode max): the bound runs against the "
+            "metric's direction and holds back improvement; a limit on getting worse is min"
+            ) in out
+    frame = results.frame(grid(mode="min"))  # where lower is better, a max is right
+    path = tmp_path / "budgets.yaml"
+    warned = quality_warnings(load_budgets(path, list(frame.columns)), frame)
+    assert not any("max puts a ceiling" in line for line in warned)
 
 
 @pytest.mark.parametrize("select, expected", [

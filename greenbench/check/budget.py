@@ -180,17 +180,24 @@ def _own_quality(column: str, runs: pd.DataFrame) -> tuple[str, Any] | None:
 
 
 def quality_warnings(rules: list[Rule], results: pd.DataFrame) -> list[str]:
-    """One line per ratio rule on the quality metric of the runs it selects whose bound holds
-    back only improvement: a ``max_ratio`` where higher is better (``quality_mode`` max), a
-    ``min_ratio`` where lower is; "no worse than the reference" is the other bound."""
+    """One line per rule on the quality metric of the runs it selects whose bound holds back
+    only improvement: a ``max`` or ``max_ratio`` where higher is better (``quality_mode`` max),
+    a ``min`` or ``min_ratio`` where lower is; "no worse" is the other bound."""
     ok = results[results["status"] == OK]
     lines = []
     for rule in rules:
-        if not rule.is_ratio or any(key not in ok for key in rule.select.given()):
+        if any(key not in ok for key in rule.select.given()):
             continue
         own = _own_quality(rule.metric, ok[_matches(ok, rule.select.given())])
         higher = None if own is None else higher_is_better(*own)
-        if higher is None or (rule.bound_kind == "max_ratio") != higher:
+        if higher is None or (rule.bound_kind in ("max_ratio", "max")) != higher:
+            continue
+        if not rule.is_ratio:  # an absolute bound on the side where the metric improves
+            limit, other = ("ceiling", "min") if rule.bound_kind == "max" else ("floor", "max")
+            lines.append(f"rule {rule.name!r}: {rule.bound_kind} puts a {limit} on "
+                         f"{rule.metric}, but {direction(*own)} for {own[0]} (quality_mode "
+                         f"{own[1]}): the bound runs against the metric's direction and holds "
+                         f"back improvement; a limit on getting worse is {other}")
             continue
         other, way = ("min_ratio", "rise above") if higher else ("max_ratio", "fall below")
         lines.append(f"rule {rule.name!r}: {rule.bound_kind} bounds how far {rule.metric} may "

@@ -38,7 +38,7 @@ from greenbench.check.verdicts import printable
 from greenbench.errors import UserError
 from greenbench.records import DEFAULT_QUALITY, HIGHER_IS_BETTER, OK, higher_is_better
 from greenbench.results import quality_columns
-from greenbench.results.quality import QUALITY_KEYS
+from greenbench.results.quality import SCORE_COLUMNS
 from greenbench.results.stats import confidence_half_width, ratio_interval
 
 BENCHER_NAME_MAX = 1024  # Bencher: a benchmark's name, at most this many characters
@@ -51,7 +51,7 @@ UNITS = {
     "flops_per_step": "FLOPs/step", "nll_bits_per_dim": "bits/dim",
 }
 SUFFIX_UNITS = {"_j": "J", "_s": "s", "_w": "W", "_nats": "nats"}
-_QUALITY_KEY_OF = {column: key for key, column in QUALITY_KEYS.items()}
+_SCORE_OF_COLUMN = {column: key for key, column in SCORE_COLUMNS.items()}
 
 
 @dataclass(frozen=True)
@@ -198,8 +198,8 @@ def _higher_is_better(verdict: Verdict, runs: list[RunQuality]) -> bool:
             higher = higher_is_better(own, mode)
             if higher is not None:
                 return higher
-    if _QUALITY_KEY_OF.get(metric) in HIGHER_IS_BETTER:
-        return HIGHER_IS_BETTER[_QUALITY_KEY_OF[metric]]
+    if _SCORE_OF_COLUMN.get(metric) in HIGHER_IS_BETTER:
+        return HIGHER_IS_BETTER[_SCORE_OF_COLUMN[metric]]
     return verdict.rule.bound_kind.startswith("min")
 
 

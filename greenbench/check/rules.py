@@ -39,7 +39,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, ConfigDict, Field, create_model, model_validator
 
 from greenbench.errors import UserError
-from greenbench.records import INIT_ARG_NAME, POINT_FIELDS, TEXT_POINT_FIELDS
+from greenbench.records import POINT_FIELDS, TEXT_POINT_FIELDS, is_argument
 from greenbench.yamlfile import StrictModel, load_yaml, number, validate
 
 BOUNDS = ("max", "min", "max_ratio", "min_ratio")
@@ -82,13 +82,14 @@ class _SelectionBase(StrictModel):
             for key, value in data.items():
                 if key in SELECTABLE:
                     continue
-                if isinstance(key, str) and INIT_ARG_NAME.fullmatch(key):
+                if isinstance(key, str) and is_argument(key):
                     _init_arg_value(key, value)
                     continue
                 close = difflib.get_close_matches(str(key), SELECTABLE, n=1)
                 hint = (f"; did you mean '{close[0]}'?" if close else
                         "; an init arg is selected as model.init_args.<name> or "
-                        "data.init_args.<name>" if "." in str(key) else "")
+                        "data.init_args.<name>, a trainer keyword as trainer.<name>"
+                        if "." in str(key) else "")
                 raise ValueError(f"{key!r} is not a config field to select on{hint}")
         return data
 
@@ -209,7 +210,7 @@ def load_budgets(path: str | Path, columns: list[str],
 def _selected_columns(path: Path, i: int, rule: Rule, fields: list[str]) -> None:
     """A ``UserError`` naming the field when a rule selects on an init arg that no record
     has."""
-    known = sorted((field for field in map(str, fields) if INIT_ARG_NAME.fullmatch(field)),
+    known = sorted((field for field in map(str, fields) if is_argument(field)),
                    key=lambda field: (not field.startswith("model."), field))
     for where in ("select", "relative_to"):
         selection = getattr(rule, where)

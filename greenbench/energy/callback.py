@@ -154,6 +154,20 @@ class EnergyCallback(Callback):
             self._synchronize()
             self.monitor.switch(TRAIN)
 
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """With a logger: the training energy so far, ``energy/fit_j`` and ``energy/fit_net_j``
+        against the global step (the meters are read here, at the epoch's edge)."""
+        if not trainer.loggers or self.monitor is None or not self.monitor.running:
+            return
+        self._synchronize()
+        self.monitor.switch(self.monitor.phase)
+        fit = self.monitor.result()["windows"][FIT]
+        metrics = {f"energy/fit{suffix}_j": fit[key] for suffix, key in (("", "total_j"),
+                                                                          ("_net", "net_j"))
+                   if fit[key] is not None}
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._synchronize()
         self.monitor.switch(None)

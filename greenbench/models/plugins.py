@@ -16,6 +16,7 @@ import difflib
 import hashlib
 import importlib
 import inspect
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,8 @@ SHORTHANDS = {"gan": "greenbench.models.gan.GAN", "vae": "greenbench.models.vae.
 BASES = {  # section -> (module, class, what a reader calls it)
     "model": ("lightning.pytorch", "LightningModule", "LightningModule"),
     "data": ("lightning.pytorch", "LightningDataModule", "LightningDataModule"),
+    "callbacks": ("lightning.pytorch", "Callback", "Lightning Callback"),
+    "logger": ("lightning.pytorch.loggers", "Logger", "Lightning Logger"),
 }
 
 
@@ -59,7 +62,11 @@ def import_class(path: str, field: str) -> type:
     if not module_name:
         raise UserError(f"{field}: {path!r} is not a dotted path (package.module.Class)")
     try:
-        module = importlib.import_module(module_name)
+        with _exit_said(module_name, field):
+            module = importlib.import_module(module_name)
+    except SystemExit as error:  # sys.exit() while importing: a user's mistake, not ours
+        raise UserError(f"{field}: importing {module_name} called sys.exit({error.code!r}); "
+                        "a module a sweep names must import without exiting") from None
     except Exception as error:  # a user's module may raise anything while importing
         raise UserError(f"{field}: cannot import {module_name} ({last_line(error)})") from None
     found = getattr(module, attribute, None)
@@ -67,6 +74,24 @@ def import_class(path: str, field: str) -> type:
         what = "no attribute" if found is None else f"a {type(found).__name__}, not a class,"
         raise UserError(f"{field}: {module_name} has {what} named {attribute!r}")
     return found
+
+
+@contextmanager
+def _exit_said(module_name: str, field: str) -> Iterator[None]:
+    """While a user's module is imported, ``os._exit`` first says, in greenbench's one-line
+    form, which module ended the process and from which sweep field (exit status 2)."""
+    real_exit = os._exit
+
+    def said(status: int) -> None:
+        print(f"error: {field}: importing {module_name} called os._exit({status}); a module a "
+              "sweep names must import without exiting", file=sys.stderr, flush=True)
+        real_exit(2)
+
+    os._exit = said
+    try:
+        yield
+    finally:
+        os._exit = real_exit
 
 
 def check_class(cls: type, section: str, field: str) -> None:
@@ -114,14 +139,18 @@ def check_width_arg(cls: type, width_arg: str, value: Any) -> None:
                         f"that width multiplies; it has {shown}")
 
 
+def width_base(init_args: dict[str, Any], width_arg: str, cls: type) -> Any:
+    """What ``width`` multiplies: ``init_args[width_arg]``, or the constructor's default."""
+    return init_args.get(width_arg, _parameters(cls)[width_arg].default)
+
+
 def scaled_init_args(init_args: dict[str, Any], width_arg: str | None, width: float,
                      cls: type) -> dict[str, Any]:
     """The init args a point builds with: ``width`` times ``init_args[width_arg]`` (or its
     default), rounded, at least 1."""
     args = dict(init_args)
     if width_arg is not None:
-        base = args.get(width_arg, _parameters(cls)[width_arg].default)
-        args[width_arg] = max(1, round(base * width))
+        args[width_arg] = max(1, round(width_base(args, width_arg, cls) * width))
     return args
 
 
@@ -134,9 +163,39 @@ def source_sha256(cls: type) -> str | None:
         return None
 
 
+# What a count of samples is called, when ``sample``'s one argument carries no ``int`` annotation.
+COUNT_NAMES = frozenset({"n", "num", "count", "number", "num_samples", "n_samples", "samples",
+                         "num_images", "batch_size", "size", "k"})
+
+
+def sampler_problem(cls: type) -> str | None:
+    """Why ``cls`` has no ``sample(n)`` greenbench can call (None when it has): a sampler takes
+    one count of samples, an ``int`` or an argument named like one (``n``, ``num_samples``), and
+    nothing else it needs. ``sample(self, logits, temperature=1.0)`` draws from given logits; it
+    is not a sampler."""
+    sample = getattr(cls, "sample", None)
+    if not callable(sample):
+        return "it has no sample(n)"
+    try:
+        parameters = list(inspect.signature(sample).parameters.values())
+    except (TypeError, ValueError):
+        return "its sample has no signature to read"
+    if parameters and parameters[0].name == "self":
+        parameters = parameters[1:]
+    required = [p for p in parameters if p.default is inspect.Parameter.empty
+                and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    shown = f"sample{inspect.signature(sample)}".replace("(self, ", "(").replace("(self)", "()")
+    if len(required) != 1 or required[0].kind is inspect.Parameter.KEYWORD_ONLY:
+        return f"{shown} does not take one count of samples"
+    count = required[0]
+    if count.annotation in (int, "int") or count.name in COUNT_NAMES:
+        return None
+    return f"{shown} takes {count.name!r}, not a count of samples"
+
+
 def is_generative(cls: type) -> bool:
-    """A module greenbench can sample from: it has ``sample(n)``."""
-    return callable(getattr(cls, "sample", None))
+    """A module greenbench can sample from: it has ``sample(n)`` (``sampler_problem``)."""
+    return sampler_problem(cls) is None
 
 
 def _parameters(cls: type) -> dict[str, inspect.Parameter]:

@@ -37,15 +37,21 @@ class QualityCurve(Callback):
         energy: EnergyCallback,
         every_n_epochs: int | None = None,
         metric: str = "kid",
+        from_training: bool = False,
     ):
         self.score = score
         self.energy = energy
         self.every_n_epochs = every_n_epochs
         self.metric = metric
+        # without validation, the metric is what the module logged in training, read at the
+        # end of each epoch (quality.source: training)
+        self.from_training = from_training
+        self.non_finite: float | None = None  # the metric's last value that was not finite
         self.points: list[dict[str, Any]] = []
         self.epochs_ended = 0  # a budget in steps may end the last epoch early; it counts
         self.seconds = 0.0  # wall time spent scoring, all points together
         self.logged_names: set[str] = set()  # every metric the module logged, for a reason
+        self.step_only_names: set[str] = set()  # those logged per step only, never read
         self._logged: dict[str, float] | None = None  # the latest validation's, this epoch
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -53,6 +59,8 @@ class QualityCurve(Callback):
             self._logged = self.read_logged(trainer)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.from_training:
+            self._logged = self.read_logged(trainer)
         self.epochs_ended += 1
         due = bool(self.every_n_epochs) and self.epochs_ended % self.every_n_epochs == 0
         if due or self._logged is not None:
@@ -68,6 +76,8 @@ class QualityCurve(Callback):
             if scalar:
                 logged[name] = float(value)
         self.logged_names.update(logged)
+        # what went only to the loggers: metrics logged per step and never per epoch
+        self.step_only_names.update(set(trainer.logged_metrics) - set(trainer.callback_metrics))
         return logged
 
     def add(self, module: LightningModule, epoch: int, step: int, *, score: bool = True,
@@ -77,8 +87,11 @@ class QualityCurve(Callback):
         logged = self._logged if logged is None else logged
         self._logged = None
         scores: dict[str, Any] = {}
-        if logged is not None and self.metric in logged and math.isfinite(logged[self.metric]):
-            scores[self.metric] = logged[self.metric]
+        if logged is not None and self.metric in logged:
+            if math.isfinite(logged[self.metric]):
+                scores[self.metric] = logged[self.metric]
+            else:
+                self.non_finite = logged[self.metric]
         point = {"epoch": epoch, "step": step, "fit_j": self.energy.training_joules(),
                  "scores": scores, "scored": False}
         if score:

@@ -1,4 +1,6 @@
-"""Sampling energy: what using a trained generative model costs, per image.
+"""Sampling energy: what using a trained generative model costs, per image (or per item of
+whatever ``sample(n)`` returns: token ids of a language model are sampled and timed alike, and
+``item_shape`` says what one item is).
 
 After training (and outside every ``eval`` window), a generative point samples
 ``num_images`` images in batches of ``batch_size`` inside the energy callback's ``generate``
@@ -24,11 +26,14 @@ def generate(model: LightningModule, trainer: Trainer, energy: EnergyCallback, n
              batch_size: int) -> dict[str, Any]:
     """Sample ``num_images`` images in the ``generate`` window; what was done (no energy yet:
     that is known once the callback's result is, see ``summarise``)."""
-    batches = math.ceil(num_images / batch_size)
+    batches, item_shape = math.ceil(num_images / batch_size), None
     with torch.no_grad(), trainer.precision_plugin.forward_context(), energy.generate_window():
         for index in range(batches):
-            model.sample(min(batch_size, num_images - index * batch_size))
-    return {"images": num_images, "batch_size": batch_size, "batches": batches}
+            drawn = model.sample(min(batch_size, num_images - index * batch_size))
+            if item_shape is None and isinstance(drawn, torch.Tensor):
+                item_shape = list(drawn.shape[1:])
+    return {"images": num_images, "batch_size": batch_size, "batches": batches,
+            "item_shape": item_shape}
 
 
 def summarise(generation: dict[str, Any], window: dict[str, Any]) -> dict[str, Any]:

@@ -15,12 +15,12 @@ from __future__ import annotations
 import tempfile
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer, seed_everything
+from lightning.pytorch import LightningDataModule, LightningModule, seed_everything
 from lightning.pytorch.utilities.model_helpers import is_overridden
-from torch.utils.data import DataLoader
 
 from greenbench import environment
 from greenbench.data.module import BuiltinDataModule
@@ -32,22 +32,21 @@ from greenbench.point import generation
 from greenbench.point.curve import QualityCurve
 from greenbench.point.flops import StepFlops
 from greenbench.point.images import grid_png
-from greenbench.point.scoring import (
-    Scorer,
-    ScoringData,
-    extractor_for,
-    missing_metric,
-    quality_record,
-)
-from greenbench.point.subset import ALL, gather_images, plain_loader, training_subset
+from greenbench.point.preparation import ScoringPreparation
+from greenbench.point.scoring import Scorer, missing_metric, quality_record
+from greenbench.point.subset import TrainingSubset
+from greenbench.point.trainer import BUDGET, checkpoint_files, make_trainer
+from greenbench.point.trainer import DIVERGED as DIVERGED_BY
 from greenbench.point.training import TrainingMonitor
 from greenbench.records import (
     DIVERGED,
     FAILED,
     GENERATE_DEFAULTS,
+    HIGHER_IS_BETTER,
     INIT_ARGS_KEYS,
     OK,
     SKIPPED,
+    TRAINER_KEY,
     WIDTH_ARG_KEY,
     PointResult,
     RunSpec,
@@ -66,9 +65,9 @@ def run_point(spec: RunSpec) -> PointResult:
     try:
         # the sweep file's folder stays importable while the point runs: a user's module may
         # import more of its own package lazily, in a hook or a DataLoader worker
-        with tempfile.TemporaryDirectory(prefix="greenbench-codecarbon-") as codecarbon_dir, \
+        with tempfile.TemporaryDirectory(prefix="greenbench-point-") as scratch, \
                 plugins.importable_from(spec.import_path):
-            status, reason = _run(spec, result, codecarbon_dir)
+            status, reason = _run(spec, result, Path(scratch))
     except Exception as error:  # any failure of the point is its outcome, recorded
         traceback.print_exc()
         status, reason = FAILED, last_line(error)
@@ -78,35 +77,34 @@ def run_point(spec: RunSpec) -> PointResult:
     return result
 
 
-def _run(spec: RunSpec, result: PointResult, codecarbon_dir: str) -> tuple[str, str | None]:
+def _run(spec: RunSpec, result: PointResult, scratch: Path) -> tuple[str, str | None]:
     config, record, timings = spec.config, result.record, result.record["timings"]
     quality = quality_settings(config)
     started = time.perf_counter()
+    # As plain Lightning would: seed, the data module, the model, then fit with the data module.
     seed_everything(config["seed"], verbose=False)
     datamodule, record["data"] = _data_module(spec)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    loader, subset = training_subset(datamodule.train_dataloader(), config["data_fraction"],
-                                     config["seed"])
-    record["data"].update(subset)
-    if isinstance(datamodule, BuiltinDataModule):
-        record["data"].update(_builtin_summary(datamodule, subset))
-    model_class, init_args = _model_class(config, loader)
+    model_class, init_args = _model_class(config, datamodule)
     model = model_class(**init_args)
     record["model"] = {"class_path": _dotted(model_class), "init_args": init_args,
                        "source_sha256": plugins.source_sha256(model_class)}
+    subset = TrainingSubset(datamodule, config["data_fraction"], config["seed"])
     has_val_data = is_overridden("val_dataloader", datamodule, LightningDataModule)
     validates = has_val_data and is_overridden("validation_step", model, LightningModule)
-    val_loader = datamodule.val_dataloader() if validates else None
     generative = plugins.is_generative(model_class)
-    scoring = _scoring_data(datamodule if has_val_data else None, loader,
-                            subset["subset"] != ALL, generative)
     monitor = TrainingMonitor(max_batches=config["steps"])
-    energy = _energy_callback(spec, codecarbon_dir)
+    (scratch / "codecarbon").mkdir()
+    energy = _energy_callback(spec, scratch / "codecarbon")
     flops = StepFlops()
-    scorer = Scorer(scoring, config) if generative else None
-    curve = QualityCurve(scorer, energy, config["eval"]["every_n_epochs"], quality["metric"])
-    trainer = _trainer(config, [monitor, energy, flops, curve])
+    scorer = Scorer(config) if generative else None
+    own_metric = quality["metric"] not in HIGHER_IS_BETTER  # one the module logs
+    curve = QualityCurve(scorer, energy, config["eval"]["every_n_epochs"], quality["metric"],
+                         from_training=own_metric and not validates)
+    preparation = ScoringPreparation(scorer, subset, has_val_data, timings)
+    trainer, stop = make_trainer(
+        config.get(TRAINER_KEY), config["precision"], config["epochs"],
+        own=[monitor, energy, flops, curve], before=[preparation], root_dir=scratch / "trainer",
+        run_id=spec.run_id, hyperparameters=_hyperparameters(config))
     device = trainer.strategy.root_device
     record["environment"] = environment.describe(
         device.type, torch.cuda.get_device_name(device) if device.type == "cuda" else None)
@@ -117,21 +115,20 @@ def _run(spec: RunSpec, result: PointResult, codecarbon_dir: str) -> tuple[str, 
         return SKIPPED, unavailable
 
     started = time.perf_counter()
-    extractor, withheld = extractor_for(config, scoring) if generative else (None, None)
-    if scorer is not None:
-        scorer.extractor = None if withheld else extractor  # withheld: no feature-space metrics
-    timings["extractor_s"] = _since(started)
-
-    started = time.perf_counter()
     generated: dict[str, Any] | None = None
     try:
-        trainer.fit(model, loader, val_loader)
+        trainer.fit(model, datamodule=datamodule)
         timings["trainer_fit_s"] = _since(started)
+        record["data"].update(subset.describe(trainer.train_dataloader))
+        if isinstance(datamodule, BuiltinDataModule):
+            record["data"].update(_builtin_summary(datamodule, record["data"]))
         record["train"] = {
             "batches": monitor.batches,
             "optimizer_steps": trainer.global_step,
             "samples_seen": monitor.samples,
             "final_losses": monitor.final_losses(),
+            **stopped(monitor, stop),
+            "additions": [],
         }
         record["flops_per_step"] = flops.flops_per_step
         if monitor.diverged:
@@ -141,8 +138,10 @@ def _run(spec: RunSpec, result: PointResult, codecarbon_dir: str) -> tuple[str, 
         if final is None or final["step"] != trainer.global_step:
             logged = None
             if validates:  # after fit: the energy callback measures it as eval
-                trainer.validate(model, val_loader, verbose=False)
+                trainer.validate(model, datamodule=datamodule, verbose=False)
                 logged = curve.read_logged(trainer)
+                record["train"]["additions"].append(
+                    "a validation after fit, measured as eval: the last epoch did not validate")
             final = curve.add(model, curve.epochs_ended, trainer.global_step, logged=logged)
         curve.complete(final, model)  # a point made by the last validation is not scored yet
         timings["eval_s"] = round(curve.seconds, 3)  # every scoring, during fit and after
@@ -150,25 +149,80 @@ def _run(spec: RunSpec, result: PointResult, codecarbon_dir: str) -> tuple[str, 
         missing = missing_metric(curve, quality["metric"])
         if missing:
             return FAILED, missing
-        if scorer is not None:
-            if not torch.isfinite(scorer.samples).all():
+        images = scorer.image_samples if scorer is not None else None
+        if images is not None:
+            if not torch.isfinite(images).all():
                 return DIVERGED, "generated samples are not finite after training"
-            result.files[f"images/{spec.run_id}.png"] = grid_png(scorer.samples[:IMAGE_GRID])
-        record["quality"] = quality_record(final, curve, extractor, withheld, quality)
+            result.files[f"images/{spec.run_id}.png"] = grid_png(images[:IMAGE_GRID])
+        record["quality"] = quality_record(
+            final, curve, scorer.pinned if scorer else None,
+            scorer.withheld if scorer else _not_a_sampler(model_class), quality)
         record["quality_curve"] = curve.record()
         settings = {**GENERATE_DEFAULTS, **spec.generate}
         if settings["num_images"] and generative:
-            generated = generation.generate(model, trainer, energy, **settings)
+            try:
+                generated = generation.generate(model, trainer, energy, **settings)
+            except Exception as error:  # costs the sampling figures, not the trained point
+                traceback.print_exc()
+                record["generation"] = {"error": last_line(error)}
         return OK, None
     finally:
-        if energy.monitor is not None:  # fit started: whatever it measured is kept
-            record["energy"], record["carbon"] = energy.result(), energy.carbon()
-            if generated is not None:
-                record["generation"] = generation.summarise(
-                    generated, record["energy"]["windows"]["generate"])
-            for kind, path in energy.codecarbon_csv_files().items():
-                suffix = "" if kind == "run" else f".{kind}"
-                result.files[f"codecarbon/{spec.run_id}{suffix}.csv"] = path.read_bytes()
+        _collect(spec, result, energy, generated, scratch / "trainer")
+
+
+def _collect(spec: RunSpec, result: PointResult, energy: EnergyCallback,
+             generated: dict[str, Any] | None, trainer_dir: Path) -> None:
+    """Whatever was measured and written, kept whatever the outcome: the energy windows,
+    CodeCarbon's CSV and the user's checkpoints."""
+    record = result.record
+    if energy.monitor is not None:  # fit started: whatever it measured is kept
+        record["energy"], record["carbon"] = energy.result(), energy.carbon()
+        if generated is not None:
+            record["generation"] = generation.summarise(
+                generated, record["energy"]["windows"]["generate"])
+        for kind, path in energy.codecarbon_csv_files().items():
+            suffix = "" if kind == "run" else f".{kind}"
+            result.files[f"codecarbon/{spec.run_id}{suffix}.csv"] = path.read_bytes()
+    written = checkpoint_files(trainer_dir)
+    for name, path in written.items():
+        result.files[f"checkpoints/{spec.run_id}/{name}"] = path.read_bytes()
+    if written and record["train"] is not None:
+        record["train"]["checkpoints"] = [f"checkpoints/{spec.run_id}/{name}" for name in written]
+
+
+def stopped(monitor: TrainingMonitor, stop: dict[str, Any]) -> dict[str, Any]:
+    """Who ended fit, and when: ``train.stopped_by`` (a callback's class name, ``budget``,
+    ``diverged``, or ``LightningModule`` for the module's own ``should_stop``) and
+    ``train.stopped_at`` (the epoch, counted from 0 as Lightning counts, and the training
+    batches done)."""
+    ended = {"epoch": monitor.epoch, "batches": monitor.batches}
+    if monitor.diverged:
+        return {"stopped_by": DIVERGED_BY, "stopped_at": ended}
+    if monitor.max_batches is not None and monitor.batches >= monitor.max_batches:
+        return {"stopped_by": BUDGET, "stopped_at": ended}
+    if stop["by"] is not None:
+        return {"stopped_by": stop["by"],
+                "stopped_at": {"epoch": stop["epoch"], "batches": stop["batches"]}}
+    return {"stopped_by": BUDGET, "stopped_at": ended}
+
+
+def _not_a_sampler(model_class: type) -> str | None:
+    """The note on a module whose ``sample`` is not ``sample(n)``: it is not scored."""
+    if not callable(getattr(model_class, "sample", None)):
+        return None
+    return f"not sampled or scored: {plugins.sampler_problem(model_class)}"
+
+
+def _hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
+    """The point's configuration as a logger's hyperparameters (nested sections flattened)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{name}": item for name, item in value.items()
+                         if not isinstance(item, (dict, list))})
+        elif not isinstance(value, list):
+            flat[key] = value
+    return flat
 
 
 def _data_module(spec: RunSpec) -> tuple[LightningDataModule, dict[str, Any]]:
@@ -194,48 +248,27 @@ def _builtin_summary(datamodule: BuiltinDataModule, subset: dict[str, Any]) -> d
             "image_size": images.train_images.shape[-1]}
 
 
-def _model_class(config: dict[str, Any], loader: DataLoader) -> tuple[type, dict[str, Any]]:
+def _model_class(config: dict[str, Any], datamodule: LightningDataModule
+                 ) -> tuple[type, dict[str, Any]]:
     """The class to train and its init args: a reference model's from the config (the image
-    geometry from the data), a user's from ``model_init_args`` with ``width`` applied."""
+    geometry from the built-in data, which it loads), a user's from ``model_init_args`` with
+    ``width`` applied."""
     model_class = plugins.import_class(plugins.class_path(config["model"]), "model.class_path")
     if INIT_ARGS_KEYS["model"] not in config:  # gan, vae: the harness derives the init args
-        images = loader.dataset[0][0]
+        datamodule.setup("fit")  # built-in data loads once: Lightning's own setup is a no-op
         return model_class, {
-            "image_size": config["image_size"], "channels": images.shape[0],
+            "image_size": config["image_size"],
+            "channels": datamodule.images.train_images.shape[1],
             "width": config["width"], "latent_dim": config["latent_dim"], "lr": config["lr"]}
     return model_class, plugins.scaled_init_args(
         config[INIT_ARGS_KEYS["model"]], config[WIDTH_ARG_KEY], config["width"], model_class)
-
-
-def _scoring_data(datamodule: LightningDataModule | None, loader: DataLoader, subset: bool,
-                  generative: bool) -> ScoringData:
-    """The images a generative point is scored on: the whole training split (and its labels,
-    for the extractor), the part of it the model trained on, and the validation split (none
-    when the data module has no ``val_dataloader``). Nothing for a module that cannot sample."""
-    if not generative:
-        return ScoringData(None, None, None, None, None)
-    # Iterating a DataLoader draws a seed from the global random stream; training must find
-    # the stream as seed_everything left it.
-    with torch.random.fork_rng(devices=[]):
-        return _gather(datamodule, loader, subset)
-
-
-def _gather(datamodule: LightningDataModule | None, loader: DataLoader, subset: bool
-            ) -> ScoringData:
-    split = loader.dataset.dataset if subset else loader.dataset
-    train_images, train_labels = gather_images(plain_loader(split, loader))
-    seen_images = gather_images(plain_loader(loader.dataset, loader))[0] if subset \
-        else train_images
-    val_images, val_labels = gather_images(datamodule.val_dataloader()) \
-        if datamodule is not None else (None, None)
-    return ScoringData(train_images, train_labels, seen_images, val_images, val_labels)
 
 
 def _dotted(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _energy_callback(spec: RunSpec, codecarbon_dir: str) -> EnergyCallback:
+def _energy_callback(spec: RunSpec, codecarbon_dir: Path) -> EnergyCallback:
     energy = spec.energy
     return EnergyCallback(
         idle_seconds=energy["idle_seconds"],
@@ -249,22 +282,6 @@ def _energy_callback(spec: RunSpec, codecarbon_dir: str) -> EnergyCallback:
         carbon=resolve_intensity(**spec.carbon),
         codecarbon_dir=codecarbon_dir,
         project_name=f"greenbench {spec.sweep} {spec.run_id}",
-    )
-
-
-def _trainer(config: dict[str, Any], callbacks: list) -> Trainer:
-    return Trainer(
-        accelerator="auto",
-        devices=1,
-        precision=config["precision"],
-        max_epochs=config["epochs"] or -1,  # a steps budget: the monitor stops fit
-        callbacks=callbacks,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=tempfile.gettempdir(),
     )
 
 

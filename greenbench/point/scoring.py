@@ -10,6 +10,7 @@ withheld with the reason; so they are when the extractor's accuracy is below the
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from greenbench.data import ImageData
 from greenbench.point.curve import QualityCurve, best_point, energy_to_quality
 from greenbench.quality.evaluate import EvalData, EvalSettings, evaluate
 from greenbench.quality.extractor import ACCURACY_FLOOR, Extractor, load_or_build
-from greenbench.records import HIGHER_IS_BETTER
+from greenbench.records import HIGHER_IS_BETTER, last_line
 
 
 @dataclass(frozen=True)
@@ -35,21 +36,47 @@ class ScoringData:
 
 
 class Scorer:
-    """Scores a module with the point's settings and keeps the samples of the latest call."""
+    """Scores a module with the point's settings and keeps the samples of the latest call.
+    Its data and extractor come once the data module is set up (``prepare``)."""
 
-    def __init__(self, data: ScoringData, config: dict[str, Any]):
-        self.eval_data = EvalData(data.val_images, data.seen_images)
+    def __init__(self, config: dict[str, Any]):
+        self.config = config
+        self.eval_data = EvalData(None, None)
         self.settings = EvalSettings(
             num_samples=config["eval"]["num_samples"],
             importance_samples=config["eval"]["importance_samples"],
             seed=config["seed"],
         )
-        self.extractor: Extractor | None = None
+        self.pinned: Extractor | None = None  # the data's extractor, recorded
+        self.extractor: Extractor | None = None  # the one scoring uses: none when withheld
+        self.withheld: str | None = None  # why the feature-space metrics are withheld
         self.samples = torch.empty(0)
+        self.images = True  # sample(n) gives images: until it is seen not to
+
+    def prepare(self, data: ScoringData) -> None:
+        """The images to score against, and the extractor (loaded, or trained once)."""
+        self.eval_data = EvalData(data.val_images, data.seen_images)
+        extractor, self.withheld = extractor_for(self.config, data)
+        self.pinned, self.extractor = extractor, None if self.withheld else extractor
 
     def __call__(self, model: torch.nn.Module) -> dict[str, Any]:
-        scores, self.samples = evaluate(model, self.eval_data, self.extractor, self.settings)
+        try:
+            scores, self.samples, problem = evaluate(model, self.eval_data, self.extractor,
+                                                     self.settings)
+        except Exception as error:  # a scoring step that fails costs its scores, not the point
+            traceback.print_exc()
+            self.images, self.samples = False, torch.empty(0)
+            self.withheld = self.withheld or f"scores withheld: scoring failed ({last_line(error)})"
+            return {}
+        if problem is not None:
+            self.images = False
+            self.withheld = f"image metrics withheld: {problem}"  # the first reason of all
         return scores
+
+    @property
+    def image_samples(self) -> torch.Tensor | None:
+        """The latest samples when they are images, for the sample grid."""
+        return self.samples if self.images else None
 
 
 def extractor_for(config: dict[str, Any], data: ScoringData
@@ -94,6 +121,10 @@ def quality_record(final: dict[str, Any], curve: QualityCurve, extractor: Extrac
         "energy_to_quality_j": energy_to_quality(curve.points, quality["target"], metric, mode),
         "metric": metric,
         "mode": mode,
+        # where the metric comes from: greenbench's scores of samples, or what the module
+        # logged in validation (or, without validation, in training)
+        "source": "samples" if metric in HIGHER_IS_BETTER else
+                  "training" if curve.from_training else "validation",
     }
 
 
@@ -102,6 +133,13 @@ def missing_metric(curve: QualityCurve, metric: str) -> str | None:
     never logged it; None when it has one (or greenbench withheld its own, with a reason)."""
     if metric in HIGHER_IS_BETTER or any(metric in p["scores"] for p in curve.points):
         return None
+    where = "in training (it has no validation)" if curve.from_training else "in validation"
+    if curve.non_finite is not None:
+        return (f"quality.metric {metric!r} was logged {where} but never finite (last: "
+                f"{curve.non_finite})")
+    if metric in curve.step_only_names or f"{metric}_step" in curve.logged_names:
+        return (f"quality.metric {metric!r} was logged {where} per step only; log it per "
+                f"epoch too (self.log({metric!r}, ..., on_epoch=True)) for greenbench to read")
     logged = ", ".join(sorted(curve.logged_names)) or "nothing"
-    return (f"quality.metric {metric!r} was never logged in validation; the module logged: "
+    return (f"quality.metric {metric!r} was never logged {where}; the module logged: "
             f"{logged}")

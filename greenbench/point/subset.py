@@ -32,6 +32,71 @@ STRATIFIED, RANDOM, ALL = "stratified", "random", "all"
 GATHER_BATCH = 256  # items per batch when images are gathered for scoring
 
 
+class TrainingSubset:
+    """``data_fraction`` on a data module as Lightning fits it: below 1, the module's own
+    ``train_dataloader`` is wrapped on this instance, so that the loader Lightning asks for is
+    the module's, rebuilt over the subset (every data-module hook still runs); at 1 the module
+    is left untouched. ``summary`` says what was trained on, once a loader was made."""
+
+    def __init__(self, datamodule: Any, fraction: float, seed: int):
+        self.fraction, self.seed = fraction, seed
+        self.summary: dict[str, Any] | None = None
+        self._original = datamodule.train_dataloader
+        if fraction < 1:
+            datamodule.train_dataloader = self._reduced
+
+    def _reduced(self) -> Any:
+        """The module's training loader over the subset; a dict or list of loaders (Lightning
+        combines them) has each of its loaders reduced alike."""
+        original = self._original()
+        if isinstance(original, DataLoader):
+            loader, self.summary = training_subset(original, self.fraction, self.seed)
+            return loader
+        named = original.items() if isinstance(original, dict) else \
+            enumerate(original) if isinstance(original, (list, tuple)) else None
+        if named is None:
+            raise ValueError(f"data_fraction below 1 needs train_dataloader() to return a "
+                             f"DataLoader, or a dict or list of them; it returned a "
+                             f"{type(original).__name__}")
+        reduced = {key: training_subset(loader, self.fraction, self.seed)
+                   for key, loader in named}
+        self.summary = _combined([summary for _, summary in reduced.values()])
+        loaders = {key: loader for key, (loader, _) in reduced.items()}
+        return loaders if isinstance(original, dict) else type(original)(loaders.values())
+
+    def loader(self, datamodule: Any) -> DataLoader:
+        """The training loader, as Lightning gets it (for gathering images to score)."""
+        loader = datamodule.train_dataloader()
+        if self.summary is None:
+            self.summary = training_subset(loader, 1.0, self.seed)[1]
+        return loader
+
+    def describe(self, trained_on: Any) -> dict[str, Any]:
+        """What was trained on: the subset drawn, or, at fraction 1, ``trained_on`` (the loader,
+        or the dict or list of loaders, Lightning trained with) as it is."""
+        if self.summary is None:
+            loaders = trained_on.values() if isinstance(trained_on, dict) else \
+                trained_on if isinstance(trained_on, (list, tuple)) else [trained_on]
+            if all(isinstance(loader, DataLoader) for loader in loaders):
+                self.summary = _combined([training_subset(loader, 1.0, self.seed)[1]
+                                          for loader in loaders])
+        return self.summary or {"subset": ALL, "train_items": None, "train_split_items": None}
+
+
+def _combined(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summary of several loaders' subsets: their kinds, and their items added up."""
+    if len(summaries) == 1:
+        return summaries[0]
+
+    def total(key: str) -> int | None:
+        counts = [summary[key] for summary in summaries]
+        return None if None in counts else sum(counts)
+
+    kinds = sorted({summary["subset"] for summary in summaries})
+    return {"subset": "+".join(kinds), "train_items": total("train_items"),
+            "train_split_items": total("train_split_items")}
+
+
 def training_subset(loader: DataLoader, fraction: float, seed: int
                     ) -> tuple[DataLoader, dict[str, Any]]:
     """The loader to train on for ``fraction`` and what it holds: ``subset`` (stratified,
@@ -52,6 +117,9 @@ def training_subset(loader: DataLoader, fraction: float, seed: int
     else:
         drawn = np.random.default_rng(seed).permutation(count)[:subset_size(count, fraction)]
         keep, kind = np.sort(drawn), RANDOM
+    if len(keep) == 0:
+        raise ValueError(f"data_fraction {fraction:g} leaves none of the {count} training "
+                         "items; raise data_fraction")
     if loader.drop_last and len(keep) < loader.batch_size:
         raise ValueError(f"data_fraction {fraction:g} leaves {len(keep)} of {count} training "
                          f"items, fewer than the batch size {loader.batch_size}")

@@ -24,6 +24,7 @@ class TrainingMonitor(Callback):
     def __init__(self, max_batches: int | None = None):
         self.max_batches = max_batches
         self.batches = 0
+        self.epoch = 0  # of the latest training batch, counted from 0 as Lightning counts
         self.samples = 0
         self.divergence: str | None = None  # why training was stopped, if a loss went bad
         self._sums: dict[str, torch.Tensor] = {}
@@ -43,6 +44,7 @@ class TrainingMonitor(Callback):
         batch_idx: int,
     ) -> None:
         self.batches += 1
+        self.epoch = trainer.current_epoch
         self.samples += batch_size_of(batch)
         losses = _loss_tensors(outputs)
         if losses:

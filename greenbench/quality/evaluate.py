@@ -47,16 +47,22 @@ def evaluate(
     data: EvalData,
     extractor: Extractor | None,
     settings: EvalSettings,
-) -> tuple[dict[str, Any], torch.Tensor]:
-    """Scores of ``model`` and the samples they were computed on (CPU float32)."""
+) -> tuple[dict[str, Any], torch.Tensor, str | None]:
+    """Scores of ``model``, the samples they were computed on (CPU float32), and why the
+    image metrics were not computed when ``sample(n)`` gave no images (``not_images``)."""
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(settings.seed)
         generator = torch.Generator().manual_seed(settings.seed)
-        samples = _sample(model, settings.num_samples, generator).cpu().float()
+        drawn = _sample(model, settings.num_samples, generator)
+        problem = not_images(drawn, settings.num_samples)
+        if problem is not None:
+            samples = drawn.detach().cpu() if isinstance(drawn, torch.Tensor) else torch.empty(0)
+            return {}, samples, problem
+        samples = drawn.cpu().float()
         scores: dict[str, Any] = {}
         if not torch.isfinite(samples).all():
-            return scores, samples
+            return scores, samples, None
         if extractor is not None:
             scores.update(metrics.score(
                 extractor.module, data.test_images, samples, data.train_images,
@@ -64,7 +70,32 @@ def evaluate(
             ))
         if hasattr(model, "importance_nll"):
             scores.update(likelihood(model, data.test_images, settings))
-    return scores, samples
+    return scores, samples, None
+
+
+def not_images(samples: Any, count: int) -> str | None:
+    """Why ``samples``, what ``sample(count)`` returned, are not ``count`` images ``(N, C, H,
+    W)`` of floating point values in [-1, 1] (a generous rounding aside); None when they are.
+    Language models sample token ids, classifiers may sample labels: any of these is fine to
+    sample and to time, only not to score as images.
+
+    >>> not_images(torch.zeros(4, 1, 8, 8), 4) is None, not_images(torch.zeros(4, 16), 4)
+    (True, 'sample(n) returned a tensor of shape (4, 16), not (N, C, H, W) images')
+    """
+    if not isinstance(samples, torch.Tensor):
+        return f"sample(n) returned a {type(samples).__name__}, not a tensor of images"
+    shape = tuple(samples.shape)
+    if samples.dim() != 4:
+        return f"sample(n) returned a tensor of shape {shape}, not (N, C, H, W) images"
+    if shape[0] != count:
+        return f"sample({count}) returned {shape[0]} images"
+    if not samples.is_floating_point():
+        return f"sample(n) returned {samples.dtype} values, not images in [-1, 1]"
+    finite = samples[torch.isfinite(samples)]
+    if finite.numel() and (finite.min() < -1.01 or finite.max() > 1.01):
+        return (f"sample(n) returned values from {float(finite.min()):.3g} to "
+                f"{float(finite.max()):.3g}, not images in [-1, 1]")
+    return None
 
 
 @torch.no_grad()

@@ -283,7 +283,7 @@ def _runs(row: pd.Series) -> str:
 
 def _init_args(summary: pd.DataFrame) -> Callable[[pd.Series], dict[str, str]]:
     """A row's varied init args (``model.init_args.lr``: ``0.01``), as table cells."""
-    varied = tables.varied_init_args(summary)
+    varied = tables.varied_arguments(summary)
     return lambda row: {column: "-" if _missing(row[column]) else tables.config_text(row[column])
                         for column in varied}
 
@@ -335,6 +335,10 @@ def quality_table(summary: pd.DataFrame) -> pd.DataFrame:
     } for _, row in summary.iterrows()])
     if others:  # a sweep of modules that cannot sample: no column of scores nobody has
         table = table.drop(columns=[c for c in FEATURE_SPACE_COLUMNS if (table[c] == "-").all()])
+    if "stopped_early" in summary and summary["stopped_early"].astype(bool).any():
+        # who ended runs before their budget (train.stopped_by), where some did
+        table.insert(1 + len(init_args(summary.iloc[0])), "stopped before its budget",
+                     [text or "-" for text in summary["stopped_early"]])
     return table
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from greenbench.records import CONFIGURATION_FIELDS, DEFAULT_QUALITY, INIT_ARGS_KEYS, NOT_OK, OK
-from greenbench.results import configuration_columns, group_keys, init_arg_columns, quality_columns
+from greenbench.results import argument_columns, configuration_columns, group_keys, quality_columns
 from greenbench.results.loader import QUALITY_METRIC_COLUMNS  # what quality is, per configuration
 from greenbench.results.quality import higher_is_better
 from greenbench.results.stats import confidence_half_width, ratio_interval
@@ -68,6 +68,7 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
         row["sources"] = _sources(ok)
         row["node_concurrency"] = most_sharing(ok)
         row["n_warmup_only"] = int(ok["warmup_only"].eq(True).sum()) if "warmup_only" in ok else 0
+        row["stopped_early"] = stopped_early(ok)
         for window in JUDGED_WINDOWS:
             row[f"n_unreliable_{window}"] = int(unreliable(ok, window).sum())
         rows.append(row)
@@ -75,6 +76,24 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
     summary["label"] = _labels(summary, keys)
     summary["pareto"] = pareto(summary)
     return summary
+
+
+def stopped_early(runs: pd.DataFrame) -> str:
+    """Who ended the runs that stopped before their budget, and how many of them: ``2 of 3:
+    EarlyStopping (epochs 4, 6)``; empty when every run trained its budget."""
+    if "stopped_by" not in runs:
+        return ""
+    by = runs["stopped_by"].astype(object)
+    early = runs[by.notna() & ~by.isin(["budget", "diverged"])]
+    if early.empty:
+        return ""
+    parts = []
+    for who, stopped in early.groupby("stopped_by", sort=True):
+        epochs = sorted(int(e) for e in stopped.get("stopped_at_epoch", pd.Series()).dropna())
+        at = f" (epoch{'s' if len(epochs) > 1 else ''} {', '.join(map(str, epochs))})" \
+            if epochs else ""
+        parts.append(f"{who}{at}")
+    return f"{len(early)} of {len(runs)}: {'; '.join(parts)}"
 
 
 def unreliable(runs: pd.DataFrame, window: str) -> pd.Series:
@@ -161,7 +180,7 @@ def _labels(summary: pd.DataFrame, keys: list[str]) -> list[str]:
     counts = {key: summary.groupby("model", dropna=False)[key].nunique(dropna=False)
               for key in extra}
     varying = {key for key in extra if (counts[key] > 1).any()}
-    own = {*init_arg_columns(extra), *QUALITY_METRIC_COLUMNS, "width_arg"}
+    own = {*argument_columns(extra), *QUALITY_METRIC_COLUMNS, "width_arg"}
     datasets = summary["dataset"].nunique(dropna=False) > 1
     labels = []
     for _, row in summary.iterrows():
@@ -186,9 +205,9 @@ def _short_key(key: str) -> str:
     return "data." + key.removeprefix(data) if key.startswith(data) else key
 
 
-def varied_init_args(summary: pd.DataFrame) -> list[str]:
+def varied_arguments(summary: pd.DataFrame) -> list[str]:
     """The init-arg columns whose value is not the same in every configuration that has one."""
-    return [column for column in init_arg_columns(summary)
+    return [column for column in argument_columns(summary)
             if summary[column].map(config_text).where(summary[column].notna()).nunique() > 1]
 
 
@@ -288,10 +307,11 @@ def parse_baseline(text: str | None, columns: list[str]) -> dict[str, Any] | Non
         key, value = key.strip(), value.strip()
         if not sep or not key or not value:
             raise ValueError(f"{part!r} is not KEY=VALUE")
-        if key not in (*CONFIGURATION_FIELDS, *init_arg_columns(columns)) or key not in columns:
+        if key not in (*CONFIGURATION_FIELDS, *argument_columns(columns)) or key not in columns:
             raise ValueError(
                 f"{key!r} is not a configuration key ({', '.join(CONFIGURATION_FIELDS)}, or an "
-                "init arg of these runs, model.init_args.<name>)")
+                "argument of these runs: model.init_args.<name>, data.init_args.<name>, "
+                "trainer.<name>)")
         try:
             selection[key] = float(value)
         except ValueError:

@@ -3,11 +3,11 @@ run's quality is (``quality``), one type per column (``repair``), and the statis
 share (``stats``). A reader: it never imports torch or Lightning."""
 
 from greenbench.results.loader import (
+    argument_columns,
     configuration_columns,
     flatten,
     frame,
     group_keys,
-    init_arg_columns,
     load,
     load_curves,
     quality_columns,
@@ -15,5 +15,15 @@ from greenbench.results.loader import (
 )
 from greenbench.store import sweep_folders
 
-__all__ = ["configuration_columns", "flatten", "frame", "group_keys", "init_arg_columns", "load",
-           "load_curves", "quality_columns", "read_records", "sweep_folders"]
+__all__ = [
+    "argument_columns",
+    "configuration_columns",
+    "flatten",
+    "frame",
+    "group_keys",
+    "load",
+    "load_curves",
+    "quality_columns",
+    "read_records",
+    "sweep_folders",
+]

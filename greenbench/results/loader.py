@@ -69,6 +69,8 @@ from greenbench.records import (
     INIT_ARGS_KEYS,
     POINT_FIELDS,
     QUALITY_MODES,
+    TRAINER_ARG_COLUMN,
+    TRAINER_KEY,
     WIDTH_ARG_KEY,
 )
 from greenbench.results.quality import (
@@ -82,31 +84,46 @@ from greenbench.results.quality import (
 from greenbench.results.repair import MAX_PLAUSIBLE, repaired, text
 from greenbench.store import SweepStore
 
-__all__ = ["MAX_PLAUSIBLE", "QUALITY_METRIC_COLUMNS", "SCORE_COLUMNS", "configuration_columns",
-           "flatten", "frame", "group_keys", "init_arg_columns", "load", "load_curves",
-           "quality_columns", "read_records"]
+__all__ = [
+    "MAX_PLAUSIBLE",
+    "QUALITY_METRIC_COLUMNS",
+    "SCORE_COLUMNS",
+    "argument_columns",
+    "configuration_columns",
+    "flatten",
+    "frame",
+    "group_keys",
+    "load",
+    "load_curves",
+    "quality_columns",
+    "read_records",
+]
 
-INIT_ARG_PREFIXES = tuple(INIT_ARG_COLUMN.format(section=section, name="")
-                          for section in INIT_ARGS_KEYS)  # model.init_args., data.init_args.
+# model.init_args., data.init_args., trainer.
+ARGUMENT_PREFIXES = (
+    *(INIT_ARG_COLUMN.format(section=section, name="") for section in INIT_ARGS_KEYS),
+    TRAINER_ARG_COLUMN.format(name=""),
+)
 # What a run's quality is (``quality``): per configuration, split only where it differs
 # between configurations of one model.
 QUALITY_METRIC_COLUMNS = ("quality_metric", "quality_mode")
 
 
-def init_arg_columns(results: pd.DataFrame | Iterable[str]) -> list[str]:
-    """The init-arg columns among ``results``' (``model.init_args.<name>``, then
-    ``data.init_args.<name>``), each section's by name."""
+def argument_columns(results: pd.DataFrame | Iterable[str]) -> list[str]:
+    """The columns of arguments among ``results``' (``model.init_args.<name>``, then
+    ``data.init_args.<name>``, then the trainer's ``trainer.<keyword>``), each kind's by name."""
     names = [str(column) for column in results]
-    return [column for prefix in INIT_ARG_PREFIXES
+    return [column for prefix in ARGUMENT_PREFIXES
             for column in sorted(name for name in names if name.startswith(prefix))]
 
 
 def configuration_columns(results: pd.DataFrame | Iterable[str]) -> list[str]:
     """The config fields of a configuration present in ``results``: every config axis but seed
-    and repeat, the ``width_arg`` of a user's class, and every init arg of one."""
+    and repeat, the ``width_arg`` of a user's class, every init arg of one, and every keyword
+    of a trainer section."""
     names = set(map(str, results))
     keys = [key for key in CONFIGURATION_FIELDS if key in names]
-    return keys + [WIDTH_ARG_KEY] * (WIDTH_ARG_KEY in names) + init_arg_columns(names)
+    return keys + [WIDTH_ARG_KEY] * (WIDTH_ARG_KEY in names) + argument_columns(names)
 
 
 def group_keys(results: pd.DataFrame) -> list[str]:
@@ -204,7 +221,9 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
         "process_s": timings.get("process_s"),
     })
     train = _dict(record.get("train"))
-    row.update({key: train.get(key) for key in ("batches", "optimizer_steps", "samples_seen")})
+    row.update({key: train.get(key) for key in ("batches", "optimizer_steps", "samples_seen",
+                                                "stopped_by")})
+    row["stopped_at_epoch"] = _dict(train.get("stopped_at")).get("epoch")
     row["flops_per_step"] = record.get("flops_per_step")
     row.update(_energy(_dict(record.get("energy"))))
     carbon = _dict(record.get("carbon"))
@@ -321,12 +340,26 @@ def _warnings(warnings: Any) -> str | None:
 
 
 def _user_class(config: dict[str, Any]) -> dict[str, Any]:
-    """The ``width_arg`` and init args of a user's classes, each init arg a column."""
+    """The ``width_arg`` and init args of a user's classes, each init arg a column, and each
+    keyword of a trainer section (its callbacks and loggers as their class names)."""
     row: dict[str, Any] = {WIDTH_ARG_KEY: config[WIDTH_ARG_KEY]} if WIDTH_ARG_KEY in config else {}
     for section, key in INIT_ARGS_KEYS.items():
         for name, value in _dict(config.get(key)).items():
-            row[INIT_ARG_COLUMN.format(section=section, name=name)] = value
+            row[INIT_ARG_COLUMN.format(section=section, name=name)] = _exact(value)
+    for name, value in _dict(config.get(TRAINER_KEY)).items():
+        if isinstance(value, (dict, list)):
+            value = ", ".join(str(_dict(item).get("class_path", item)).rpartition(".")[2]
+                              for item in (value if isinstance(value, list) else [value]))
+        row[TRAINER_ARG_COLUMN.format(name=name)] = _exact(value)
     return row
+
+
+def _exact(value: Any) -> Any:
+    """An integer a float cannot hold exactly (beyond 2**53) as its digits, so that no column of
+    floats rounds it and no two configurations merge; anything else as it is."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**53:
+        return str(value)
+    return value
 
 
 def _quality(record: dict[str, Any]) -> dict[str, Any]:

@@ -42,7 +42,7 @@ SCORE_COLUMNS = {  # record key -> column
 DEFAULT_METRIC = DEFAULT_QUALITY["metric"]
 PREFIX = "quality_"  # before a metric's name that is already another column's
 # Column names that belong to others whatever follows: eval settings and init args.
-TAKEN_PREFIXES = ("eval_", "model.init_args.", "data.init_args.")
+TAKEN_PREFIXES = ("eval_", "model.init_args.", "data.init_args.", "trainer.")
 
 
 @dataclass(frozen=True)

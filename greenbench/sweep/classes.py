@@ -1,5 +1,7 @@
 """Checking a sweep's classes before any point runs: they import, they are Lightning classes,
-they take the init args the sweep gives, and ``width_arg`` is a whole number they take.
+they take the init args the sweep gives, and ``width_arg`` is a whole number they take; and its
+trainer section: every keyword is one the Trainer takes and greenbench does not own, every
+callback and logger a Lightning ``Callback`` or ``Logger`` that takes its init args.
 
 Each problem is a ``UserError`` of one line naming the sweep field (``model.class_path``,
 ``grid.model.init_args.lr``), so that a mistake costs a second, not a sweep of failed points.
@@ -10,13 +12,20 @@ class imports torch and Lightning, so sweeps of the reference models skip all of
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Protocol
 
 from greenbench.errors import UserError
 from greenbench.models import plugins
-from greenbench.records import INIT_ARG_COLUMN
-from greenbench.sweep.sections import DataSection, Grid, ModelSection, QualitySection
+from greenbench.records import HIGHER_IS_BETTER, INIT_ARG_COLUMN
+from greenbench.sweep.sections import (
+    DataSection,
+    Grid,
+    ModelSection,
+    QualitySection,
+    TrainerSection,
+)
 
 
 class SweepClasses(Protocol):
@@ -25,6 +34,8 @@ class SweepClasses(Protocol):
     model_class: ModelSection | None
     data: DataSection | None
     quality: QualitySection | None
+    trainer: TrainerSection | None
+    width: float
     grid: Grid
     source_folder: str | None
 
@@ -51,6 +62,8 @@ def source_digests(sweep: SweepClasses) -> dict[str, str | None]:
 
 def _check(sweep: SweepClasses) -> None:
     with plugins.importable_from(sweep.source_folder):
+        if sweep.trainer is not None or sweep.grid.trainer_axes:
+            _check_trainer(sweep.trainer or TrainerSection(), sweep.grid.trainer_axes)
         for section, chosen in (("model", sweep.model_class), ("data", sweep.data)):
             if chosen is None:
                 continue
@@ -65,6 +78,53 @@ def _check(sweep: SweepClasses) -> None:
                 _check_model(sweep, cls, chosen)
 
 
+def _check_trainer(section: TrainerSection, axes: dict[str, list]) -> None:
+    """The trainer section and the grid's trainer axes, against the Trainer's signature."""
+    from greenbench.point.trainer import OWNED, trainer_keywords
+
+    accepted = trainer_keywords()
+    given = {**{name: f"trainer.{name}" for name in section.keywords},
+             **{name: f"grid.trainer.{name}" for name in axes}}
+    for name, field in given.items():
+        if name in section.keywords and name in axes:
+            raise UserError(f"grid.trainer.{name}: given both in the trainer section and under "
+                            "grid; keep one")
+        if name in OWNED:
+            raise UserError(f"{field}: {OWNED[name]}")
+        if name not in accepted:
+            close = difflib.get_close_matches(name, [*accepted], n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise UserError(f"{field}: lightning.pytorch.Trainer has no argument {name!r}{hint}")
+    for kind, classes in (("callbacks", section.callback_list), ("logger", section.logger_list)):
+        for index, chosen in enumerate(classes):
+            many = isinstance(getattr(section, kind), list)
+            field = f"trainer.{kind}[{index}]" if many else f"trainer.{kind}"
+            cls = plugins.import_class(chosen.class_path, f"{field}.class_path")
+            plugins.check_class(cls, kind, f"{field}.class_path")
+            names = {name: f"{field}.init_args.{name}" for name in chosen.init_args}
+            plugins.check_init_args(cls, names, set(names), field)
+
+
+def _check_widths(sweep: SweepClasses, cls: type, chosen: ModelSection) -> None:
+    """Every width gives ``width_arg`` a value of its own: a base of 0 or less would make every
+    width 1, and two widths rounding to one value would train the same model twice."""
+    field = "grid.width" if sweep.grid.width is not None else "width"
+    base = plugins.width_base(chosen.init_args, chosen.width_arg, cls)
+    if base <= 0:
+        raise UserError(f"model.width_arg: {chosen.width_arg} is {base}; width multiplies it, "
+                        "so it must be a positive whole number")
+    seen: dict[int, float] = {}
+    for width in sweep.grid.width or [sweep.width]:
+        value = plugins.scaled_init_args(chosen.init_args, chosen.width_arg, width,
+                                         cls)[chosen.width_arg]
+        if value in seen:
+            raise UserError(
+                f"{field}: {seen[value]:g} and {width:g} both give {chosen.width_arg}={value} "
+                f"({base} x width, rounded, at least 1): the same model twice; choose widths "
+                f"{1 / base:.3g} apart or more")
+        seen[value] = width
+
+
 def _check_model(sweep: SweepClasses, cls: type, chosen: ModelSection) -> None:
     if chosen.width_arg is not None:
         axis = f"model.init_args.{chosen.width_arg}"
@@ -72,6 +132,13 @@ def _check_model(sweep: SweepClasses, cls: type, chosen: ModelSection) -> None:
             raise UserError(f"grid.{axis}: width multiplies {chosen.width_arg}; vary width "
                             "or this init arg, not both")
         plugins.check_width_arg(cls, chosen.width_arg, chosen.init_args.get(chosen.width_arg))
-    if sweep.quality is None and not plugins.is_generative(cls):
+        _check_widths(sweep, cls, chosen)
+    problem = plugins.sampler_problem(cls)
+    if sweep.quality is None and problem is not None:
         raise UserError(f"quality: give quality.metric, a metric {cls.__qualname__} logs in "
-                        "validation (it has no sample(n) for greenbench to score KID on)")
+                        f"validation (greenbench cannot score KID: {problem})")
+    if sweep.quality is not None and sweep.quality.metric in HIGHER_IS_BETTER and \
+            problem is not None:
+        raise UserError(f"quality.metric: {sweep.quality.metric} is greenbench's score of "
+                        f"generated samples, and {cls.__qualname__} cannot be sampled "
+                        f"({problem}); name a metric the module logs")

@@ -36,6 +36,8 @@ from greenbench.records import (
     INIT_ARG_COLUMN,
     INIT_ARGS_KEYS,
     QUALITY_SETTINGS_KEY,
+    TRAINER_ARG_NAME,
+    TRAINER_KEY,
     WIDTH_ARG_KEY,
     RunSpec,
     quality_settings,
@@ -62,6 +64,7 @@ from greenbench.sweep.sections import (
     Precision,
     QualitySection,
     Seed,
+    TrainerSection,
     TrainSection,
     Width,
 )
@@ -78,6 +81,7 @@ class Sweep(StrictModel):
     dataset: DatasetSection = DatasetSection()
     data: DataSection | None = None  # a LightningDataModule in place of a built-in dataset
     quality: QualitySection | None = None  # default: KID, for the reference models
+    trainer: TrainerSection | None = None  # LightningCLI's trainer section
     train: TrainSection = TrainSection()
     eval: EvalSection = EvalSection()
     energy: EnergySection = EnergySection()
@@ -137,8 +141,8 @@ class Sweep(StrictModel):
         return getattr(self.grid, axis) or [getattr(self, axis)]
 
     def axes(self) -> dict[str, list]:
-        """Every axis with its values: ``AXES``, then the grid's init-arg axes."""
-        return {**{axis: self.values(axis) for axis in AXES}, **self.grid.init_arg_axes}
+        """Every axis with its values: ``AXES``, then the grid's init-arg and trainer axes."""
+        return {**{axis: self.values(axis) for axis in AXES}, **self.grid.named_axes}
 
     @property
     def source_folder(self) -> str | None:
@@ -162,6 +166,19 @@ class Sweep(StrictModel):
             if getattr(self.grid, axis) is not None:
                 del content[axis]
         return yaml.safe_dump(content, sort_keys=False)
+
+
+def _trainer(sweep: Sweep, point: dict[str, Any]) -> dict[str, Any]:
+    """The trainer section of one point: the section's keywords, this point's values of the
+    trainer axes, and its callbacks and logger as given (omitted when not given)."""
+    section = sweep.trainer or TrainerSection()
+    trainer = {**section.keywords, **{name.split(".", 1)[1]: value for name, value
+                                      in point.items() if TRAINER_ARG_NAME.fullmatch(name)}}
+    dumped = section.model_dump(mode="json", exclude_none=True)
+    for key in ("callbacks", "logger"):
+        if key in dumped:
+            trainer[key] = dumped[key]
+    return trainer
 
 
 def _class_problem(sweep: Sweep) -> str | None:
@@ -278,7 +295,7 @@ def expand(sweep: Sweep) -> list[RunSpec]:
                 run_id(config), sweep.name, config, shared["root"],
                 energy=dict(shared["energy"]), carbon=dict(shared["carbon"]),
                 generate=dict(shared["generate"]), import_path=sweep.source_folder,
-                varied_init_args=tuple(sweep.grid.init_arg_axes),
+                varied_args=tuple(sweep.grid.named_axes),
             ))
     return specs
 
@@ -315,6 +332,8 @@ def _config(sweep: Sweep, point: dict[str, Any], repeat: int,
                 if name.startswith(INIT_ARG_COLUMN.format(section=section, name=""))}}
     if not reference:
         config[WIDTH_ARG_KEY] = model_class.width_arg
+    if sweep.trainer is not None or sweep.grid.trainer_axes:
+        config[TRAINER_KEY] = _trainer(sweep, point)
     if sweep.quality is not None:
         config[QUALITY_SETTINGS_KEY] = sweep.quality.model_dump()
     elif not reference:  # a class that can sample, scored by KID as the reference models are

@@ -14,7 +14,13 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from greenbench import data, models
-from greenbench.records import GENERATE_DEFAULTS, HIGHER_IS_BETTER, INIT_ARG_NAME, QUALITY_MODES
+from greenbench.records import (
+    GENERATE_DEFAULTS,
+    HIGHER_IS_BETTER,
+    INIT_ARG_NAME,
+    QUALITY_MODES,
+    TRAINER_ARG_NAME,
+)
 from greenbench.yamlfile import StrictModel, number
 
 PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
@@ -72,6 +78,53 @@ class ClassSection(StrictModel):
                 raise ValueError(f".{name}: {type(value).__name__}s are not supported as init "
                                  "args; give plain numbers, text, booleans or null")
         return init_args
+
+
+# What a Trainer keyword may hold in a sweep file: plain values, or a list of them.
+TrainerArg = InitArg | list[InitArg]
+
+
+class TrainerSection(StrictModel):
+    """LightningCLI's ``trainer:`` section: any keyword of ``lightning.pytorch.Trainer`` (which
+    ones, and those greenbench owns, is checked against the Trainer by ``sweep.classes``), its
+    ``callbacks`` as one ``{class_path, init_args}`` or a list of them, and its ``logger`` as
+    one, a list, or ``false``/``true``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    callbacks: ClassSection | list[ClassSection] | None = None
+    logger: bool | ClassSection | list[ClassSection] | None = None
+
+    @model_validator(mode="after")
+    def _plain_keywords(self) -> TrainerSection:
+        for name, value in (self.model_extra or {}).items():
+            _check_trainer_value(f".{name}", value)
+        return self
+
+    @property
+    def keywords(self) -> dict[str, Any]:
+        """The keywords other than callbacks and logger, as given."""
+        return dict(self.model_extra or {})
+
+    @property
+    def callback_list(self) -> list[ClassSection]:
+        return self.callbacks if isinstance(self.callbacks, list) else \
+            [self.callbacks] if self.callbacks is not None else []
+
+    @property
+    def logger_list(self) -> list[ClassSection]:
+        return self.logger if isinstance(self.logger, list) else \
+            [self.logger] if isinstance(self.logger, ClassSection) else []
+
+
+def _check_trainer_value(field: str, value: Any) -> None:
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if isinstance(item, (dict, list)):
+            raise ValueError(f"{field}: give plain numbers, text, booleans, null or a list of "
+                             "them (callbacks and logger take {class_path, init_args})")
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"{field}: {item} is not a finite number")
 
 
 class ModelSection(ClassSection):
@@ -189,8 +242,9 @@ class ExecutorSection(StrictModel):
 
 
 class Grid(StrictModel):
-    """The axes a sweep varies: the fields below, and any init arg of a class
-    (``model.init_args.lr``), each a list of values."""
+    """The axes a sweep varies: the fields below, any init arg of a class
+    (``model.init_args.lr``) and any Trainer keyword (``trainer.accumulate_grad_batches``),
+    each a list of values."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -215,11 +269,15 @@ class Grid(StrictModel):
         return values
 
     @model_validator(mode="after")
-    def _init_arg_axes(self) -> Grid:
+    def _named_axes(self) -> Grid:
         for name, values in (self.model_extra or {}).items():
-            if not INIT_ARG_NAME.fullmatch(name):
+            trainer = TRAINER_ARG_NAME.fullmatch(name)
+            if trainer and trainer[1] in ("callbacks", "logger"):
+                raise ValueError(f".{name}: callbacks and logger cannot be grid axes; give them "
+                                 "in the trainer section")
+            if not INIT_ARG_NAME.fullmatch(name) and not trainer:
                 known = [*type(self).model_fields, "model.init_args.<name>",
-                         "data.init_args.<name>"]
+                         "data.init_args.<name>", "trainer.<keyword>"]
                 close = difflib.get_close_matches(name, known, n=1)
                 hint = f"did you mean '{close[0]}'?" if close else (
                     f"known keys: {', '.join(known)}")
@@ -230,7 +288,7 @@ class Grid(StrictModel):
             for index, value in enumerate(values):
                 if not isinstance(value, (bool, int, float, str)) and value is not None:
                     raise ValueError(f".{name}[{index}]: {type(value).__name__}s are not "
-                                     "supported as init args; give plain values")
+                                     "supported as grid values; give plain values")
                 if isinstance(value, float) and not math.isfinite(value):
                     raise ValueError(f".{name}[{index}]: {value} is not a finite number")
                 key = (type(value) is bool, value)
@@ -241,6 +299,19 @@ class Grid(StrictModel):
         return self
 
     @property
-    def init_arg_axes(self) -> dict[str, list]:
-        """The grid's init-arg axes, ``{"model.init_args.lr": [0.01, 0.05]}``, in file order."""
+    def named_axes(self) -> dict[str, list]:
+        """The grid's init-arg and trainer axes, ``{"model.init_args.lr": [0.01, 0.05],
+        "trainer.accumulate_grad_batches": [1, 4]}``, in file order."""
         return dict(self.model_extra or {})
+
+    @property
+    def init_arg_axes(self) -> dict[str, list]:
+        """The grid's init-arg axes alone."""
+        return {name: values for name, values in self.named_axes.items()
+                if INIT_ARG_NAME.fullmatch(name)}
+
+    @property
+    def trainer_axes(self) -> dict[str, list]:
+        """The grid's trainer axes alone, by keyword: ``{"accumulate_grad_batches": [1, 4]}``."""
+        return {TRAINER_ARG_NAME.fullmatch(name)[1]: values
+                for name, values in self.named_axes.items() if TRAINER_ARG_NAME.fullmatch(name)}
