@@ -136,15 +136,16 @@ def test_digits_split_holds_the_original_images(
     data = load_dataset("digits", None, 8)
     expected = to_signed_unit(full_images, 16.0).unsqueeze(1)
     # Each split image is one of the bundled images with the same label, none used twice.
-    flat_full = expected.reshape(len(expected), -1)
+    where: dict[tuple[bytes, int], list[int]] = {}
+    for index, image in enumerate(expected.reshape(len(expected), -1)):
+        where.setdefault((image.numpy().tobytes(), int(full_labels[index])), []).append(index)
     used: set[int] = set()
     for images, labels in (
         (data.train_images, data.train_labels),
         (data.test_images, data.test_labels),
     ):
         for image, label in zip(images.reshape(len(images), -1), labels, strict=True):
-            matches = torch.nonzero(torch.all(flat_full == image, dim=1)).flatten().tolist()
-            match = next(i for i in matches if i not in used and full_labels[i] == label)
+            match = where[(image.numpy().tobytes(), int(label))].pop()  # KeyError: not bundled
             used.add(match)
     assert len(used) == len(full_labels)
 

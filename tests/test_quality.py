@@ -17,6 +17,9 @@ from greenbench.quality.extractor import load_or_build
 from greenbench.records import RunSpec
 from tests.helpers import tiny_spec
 
+# One worker runs this module: its tests share the points they train (``curves``).
+pytestmark = pytest.mark.xdist_group("quality")
+
 SIZE = 16
 EPOCHS = 3  # of a 16-pixel GAN or VAE on half of digits: long enough for quality to improve
 

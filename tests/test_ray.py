@@ -22,6 +22,7 @@ from tests.helpers import (
     alive,
     descendants,
     read_records,
+    write_class_sweep,
     write_smallest_sweep,
     write_sweep,
 )
@@ -49,17 +50,20 @@ def ray_executor():
 TWO_POINTS = "grid:\n  seed: [0, 1]\n"  # two points of one CPU each, on a 2-CPU node
 
 
-def sweep_in(folder: Path, extra: str = TWO_POINTS):
+def sweep_in(folder: Path, extra: str = TWO_POINTS, classes: bool = False):
+    """A sweep in ``folder``: the smallest, or the smallest of a user's classes, which a Ray
+    task imports from the sweep file's folder."""
     folder.mkdir()
-    return load_sweep(write_smallest_sweep(folder, extra))
+    return load_sweep(write_class_sweep(folder, extra) if classes
+                      else write_smallest_sweep(folder, extra))
 
 
-def test_same_run_ids_and_statuses_as_local_and_resume(tmp_path: Path, local_ray,
-                                                       monkeypatch) -> None:
+def test_same_run_ids_and_statuses_as_local_and_resume_with_a_users_classes(
+        tmp_path: Path, local_ray, monkeypatch) -> None:
     results = {}
     for name, executor in (("local", LocalExecutor()), ("ray", ray_executor())):
         monkeypatch.chdir(tmp_path)
-        sweep = sweep_in(tmp_path / name)
+        sweep = sweep_in(tmp_path / name, classes=True)
         monkeypatch.chdir(tmp_path / name)
         run_sweep(sweep, executor, SweepProgress(io.StringIO()))
         results[name] = read_records(tmp_path / name / "runs" / "tiny")
@@ -68,7 +72,9 @@ def test_same_run_ids_and_statuses_as_local_and_resume(tmp_path: Path, local_ray
     assert sorted(local) == sorted(on_ray) and len(on_ray) == 2
     assert {k: r["status"] for k, r in local.items()} == {k: r["status"] for k, r in
                                                           on_ray.items()}
-    for record in on_ray.values():
+    for record in on_ray.values():  # a user's classes, imported in each task
+        assert record["status"] == "ok", record["reason"]
+        assert "val_acc" in record["quality"]["final"]
         assert record["executor"] == "ray" and record["node"]
         assert record["node_concurrency"] in (1, 2)
         shared = record["node_concurrency"] > 1
@@ -87,29 +93,6 @@ def test_same_run_ids_and_statuses_as_local_and_resume(tmp_path: Path, local_ray
               SweepProgress(progress))
     assert "2 already recorded, 0 to run" in progress.getvalue()
     assert {p.name: p.stat().st_mtime_ns for p in records_dir.iterdir()} == before
-
-
-def test_a_users_classes_import_in_ray_tasks_from_the_sweep_files_folder(
-        tmp_path: Path, local_ray, monkeypatch) -> None:
-    import shutil
-
-    shutil.copy(Path(__file__).parent / "plugins" / "tinyproject.py", tmp_path)
-    (tmp_path / "sweep.yaml").write_text(
-        "name: blobs\n"
-        "model: {class_path: tinyproject.BlobsClassifier, init_args: {hidden: 8},"
-        " width_arg: hidden}\n"
-        "data: {class_path: tinyproject.BlobsData, init_args: {count: 64}}\n"
-        "quality: {metric: val_acc, mode: max}\n"
-        "energy: {idle_seconds: 0, warmup_steps: 1}\n"
-        "grid: {width: [0.5, 1.0]}\n")
-    monkeypatch.chdir(tmp_path)
-
-    run_sweep(load_sweep(tmp_path / "sweep.yaml"), ray_executor(), SweepProgress(io.StringIO()))
-
-    records = read_records(tmp_path / "runs" / "blobs").values()
-    assert [r["status"] for r in records] == ["ok", "ok"], [r["reason"] for r in records]
-    assert sorted(r["model"]["init_args"]["hidden"] for r in records) == [4, 8]
-    assert all(r["executor"] == "ray" and "val_acc" in r["quality"]["final"] for r in records)
 
 
 def test_exclusive_node_runs_one_point_per_node_and_owns_its_energy(

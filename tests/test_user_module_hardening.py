@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from greenbench.models import plugins
 from greenbench.point.run import run_point
 from greenbench.sweep.schema import expand, load_sweep
 from tests.helpers import cli
@@ -394,3 +395,106 @@ def test_a_validation_metric_logged_per_step_only_is_named_in_the_reason(in_tmp:
     assert record["reason"].startswith(
         "quality.metric 'val_loss' was logged in validation per step only; log it per epoch "
         "too"), record["reason"]
+
+
+IMAGES = '''
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class Stripes(pl.LightningDataModule):
+    """8x8 one-channel images in [-1, 1], one stripe pattern per class, with their labels."""
+
+    def setup(self, stage):
+        generator = torch.Generator().manual_seed(5)
+        labels = torch.arange(256) % 4
+        rows = torch.arange(8).view(8, 1).expand(8, 8)
+        patterns = torch.stack([(rows % (k + 2) == 0).float() for k in range(4)]) * 2 - 1
+        noise = 0.2 * torch.randn(256, 1, 8, 8, generator=generator)
+        images = (patterns[labels].unsqueeze(1) + noise).clamp(-1, 1)
+        self.train_set = TensorDataset(images[:192], labels[:192])
+        self.val_set = TensorDataset(images[192:], labels[192:])
+
+    def train_dataloader(self):
+        return DataLoader(self.train_set, batch_size=32, shuffle=True)
+
+    def val_dataloader(self):
+        return DataLoader(self.val_set, batch_size=64)
+
+
+class Painter(pl.LightningModule):
+    """Samples images, and logs a classification recall of its own as `recall`."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(4, 64), torch.nn.Tanh())
+
+    def sample(self, n):
+        return self.net(torch.randn(n, 4, device=self.device)).view(n, 1, 8, 8)
+
+    def training_step(self, batch, batch_idx):
+        return (self.sample(len(batch[0])) - batch[0]).square().mean()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("recall", 0.123)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=0.01)
+'''
+
+
+def test_a_logged_metric_named_like_a_greenbench_score_is_never_overwritten(
+        in_tmp: Path) -> None:
+    from greenbench import results
+    from greenbench.report import builder, tables
+
+    sweep = project(in_tmp, "painter", IMAGES, """\
+        name: painter
+        model: {class_path: painter.Painter}
+        data: {class_path: painter.Stripes}
+        quality: {metric: recall}
+        train: {epochs: 1}
+        eval: {num_samples: 64}
+        energy: {idle_seconds: 0, warmup_steps: 1}
+        generate: {num_images: 0}
+        """)
+    (spec,) = expand(load_sweep(sweep))
+    record = run_point(spec).record
+    assert record["status"] == "ok", record["reason"]
+    final = record["quality"]["final"]
+    assert final["recall"] == pytest.approx(0.123)  # the module's own, as it logged it
+    assert 0 <= final["sample_recall"] <= 1 and "kid" in final  # greenbench's, apart
+
+    frame = results.frame([record]).iloc[0]
+    assert frame["recall"] == pytest.approx(0.123) and frame["quality_column"] == "recall"
+    assert frame["sample_recall"] == pytest.approx(final["sample_recall"])
+    table = builder.quality_table(tables.summarise(results.frame([record])))
+    assert table.loc[0, "recall"].startswith("0.123")
+
+
+def test_a_changed_helper_module_of_a_re_exported_class_is_named_on_resume(
+        in_tmp: Path) -> None:
+    from greenbench.sweep.runner import changed_sources
+
+    package = in_tmp / "mypkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("from mypkg.models import Net\n")
+    (package / "helpers.py").write_text("import torch\n\n\ndef layer():\n"
+                                        "    return torch.nn.Linear(4, 2)\n")
+    (package / "models.py").write_text(
+        "import lightning.pytorch as pl\n\nfrom mypkg.helpers import layer\n\n\n"
+        "class Net(pl.LightningModule):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.layer = layer()\n")
+    (in_tmp / "sweep.yaml").write_text(
+        "name: re\nmodel: {class_path: mypkg.Net}\nquality: {metric: val_loss, mode: min}\n")
+    sweep = load_sweep(in_tmp / "sweep.yaml")
+    with plugins.importable_from(in_tmp):
+        net = plugins.import_class("mypkg.Net", "model.class_path")
+    recorded = {"r": {"config": {"model": "mypkg.Net"},
+                      "model": {"class_path": "mypkg.models.Net",
+                                "source_sha256": plugins.source_sha256(net)}}}
+    assert changed_sources(sweep, recorded) == []
+    (package / "helpers.py").write_text((package / "helpers.py").read_text() + "# edited\n")
+    (line,) = changed_sources(sweep, recorded)
+    assert line.startswith("the source of mypkg.Net changed since 1 recorded point(s) ran")

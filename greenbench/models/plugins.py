@@ -155,17 +155,32 @@ def scaled_init_args(init_args: dict[str, Any], width_arg: str | None, width: fl
 
 
 def source_sha256(cls: type) -> str | None:
-    """SHA-256 of the file that defines ``cls``; None when it has no readable source file."""
+    """SHA-256 of the source ``cls`` is built from: the file that defines it and, for a class
+    of a user's package (not an installed one, not greenbench), every module of that package,
+    since a helper module may build the network; None when it has no readable source file."""
     try:
         path = inspect.getsourcefile(cls)
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
+        if not path:
+            return None
+        digest = hashlib.sha256()
+        for file in _source_files(cls.__module__, Path(path)):
+            digest.update(file.name.encode() + b"\0" + file.read_bytes())
+        return digest.hexdigest()
     except (TypeError, OSError):
         return None
 
 
-# What a count of samples is called, when ``sample``'s one argument carries no ``int`` annotation.
-COUNT_NAMES = frozenset({"n", "num", "count", "number", "num_samples", "n_samples", "samples",
-                         "num_images", "batch_size", "size", "k"})
+def _source_files(module_name: str, defining: Path) -> list[Path]:
+    """The defining file, or every module of the user's package it belongs to (a package that
+    is neither greenbench nor installed: one beside the sweep file, say)."""
+    top_name = module_name.split(".")[0]
+    folders = list(getattr(sys.modules.get(top_name), "__path__", []))
+    if top_name == "greenbench" or len(folders) != 1:
+        return [defining]
+    folder = Path(folders[0]).resolve()
+    if {"site-packages", "dist-packages"} & set(folder.parts):
+        return [defining]
+    return sorted(folder.rglob("*.py"))
 
 
 def sampler_problem(cls: type) -> str | None:

@@ -23,6 +23,10 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from greenbench.energy.callback import EnergyCallback
 from greenbench.records import CURVE_SCORES, higher_is_better
 
+# Before greenbench's score of a sample when the module logs a metric of the same name, which
+# it names as its quality metric: the module's value keeps the name, greenbench's is apart.
+OWN_PREFIX = "sample_"
+
 
 class QualityCurve(Callback):
     """Keeps the quality points of one fit: ``{"epoch", "step", "fit_j", "scores"}``.
@@ -106,7 +110,11 @@ class QualityCurve(Callback):
             return
         started = time.perf_counter()
         with self.energy.eval_window():
-            point["scores"].update(self.score(module))
+            scored = self.score(module)
+        for name, value in scored.items():
+            # the module's own metric of this name wins; greenbench's keeps a name apart
+            clash = name == self.metric and self.metric in self.logged_names
+            point["scores"][f"{OWN_PREFIX}{name}" if clash else name] = value
         self.seconds += time.perf_counter() - started
         point["scored"] = True
 

@@ -31,7 +31,6 @@ from greenbench.files import FILE_MODE, atomic_write, fsync_directory
 from greenbench.records import NOT_OK, OK, last_line
 from greenbench.report import notes, plots, tables
 from greenbench.report.render import ReportContent, html, markdown
-from greenbench.results import quality_columns
 from greenbench.results.quality import higher_is_better
 from greenbench.store import SweepStore
 
@@ -314,7 +313,7 @@ def quality_table(summary: pd.DataFrame) -> pd.DataFrame:
     """The quality of each configuration: a model's own quality metric in a column of its name
     (where it is not KID; KID always), then greenbench's scores."""
     init_args = _init_args(summary)
-    others = {metric: quality_columns(metric)[0] for metric in tables.other_metrics(summary)}
+    others = tables.metric_columns(summary)
     target = "quality" if others else "KID"
     table = pd.DataFrame([{
         "configuration": row["label"],
@@ -356,7 +355,7 @@ def savings_table(savings: pd.DataFrame) -> pd.DataFrame:
         interval = f" ({low:.3g} to {high:.3g})" if math.isfinite(low) else ""
         return f"{value:.3g}{interval}"
 
-    others = {metric: quality_columns(metric)[0] for metric in tables.other_metrics(savings)}
+    others = tables.metric_columns(savings)
     return pd.DataFrame([{
         "configuration": row["label"],
         "baseline": row["baseline"] if isinstance(row["baseline"], str) else "no baseline run",

@@ -72,9 +72,9 @@ def _quality_metrics(summary: pd.DataFrame) -> list[str]:
         return []
     others = summary[summary["quality_metric"].map(str) != tables.PARETO_QUALITY]
     lines = []
-    for (model, dataset, metric, mode), _ in others.groupby(
+    for (model, dataset, metric, mode), group in others.groupby(
             ["model", "dataset", "quality_metric", "quality_mode"], dropna=False, sort=True):
-        column = quality_columns(str(metric))[0]
+        column = tables.metric_columns(group).get(str(metric), quality_columns(str(metric))[0])
         where = f"the quality table's {metric} column" + (
             f" (results column {column})" if column != metric else "")
         if higher_is_better(metric, mode) is None:

@@ -364,7 +364,7 @@ def _own_values(curves: pd.DataFrame, metric_of: pd.Series) -> pd.Series:
     """Each curve point's quality: its run's metric's column (``kid`` for most)."""
     values = pd.Series(np.nan, index=curves.index, dtype=object)
     for metric in set(metric_of):
-        column = KID if metric == KID else quality_columns(metric)[0]
+        column = metric if metric in curves else quality_columns(metric)[0]
         if column in curves:
             chosen = metric_of == metric
             values[chosen] = curves.loc[chosen, column]

@@ -110,9 +110,10 @@ def unreliable(runs: pd.DataFrame, window: str) -> pd.Series:
 def quality_metric_columns(results: pd.DataFrame) -> list[str]:
     """The final and best columns of every quality metric ``results``' runs name, KID's
     included (``kid``, ``best_kid``, ``val_acc``, ``best_val_acc``, ...)."""
-    metrics = results["quality_metric"].dropna() if "quality_metric" in results else []
-    return [column for metric in dict.fromkeys([PARETO_QUALITY, *map(str, metrics)])
-            for column in quality_columns(metric)]
+    own = results["quality_column"].dropna() if "quality_column" in results else []
+    return [column for final in dict.fromkeys([quality_columns(PARETO_QUALITY)[0],
+                                               *map(str, own)])
+            for column in (final, f"best_{final}")]
 
 
 def _quality_of(runs: pd.DataFrame) -> dict[str, Any]:
@@ -122,7 +123,16 @@ def _quality_of(runs: pd.DataFrame) -> dict[str, Any]:
     mode = DEFAULT_QUALITY["mode"] if metric is None else _first(runs, "quality_mode", None)
     metric = PARETO_QUALITY if metric is None else str(metric)
     return {"quality_metric": metric, "quality_mode": mode,
-            "quality_column": quality_columns(metric)[0]}
+            "quality_column": _first(runs, "quality_column", None) or quality_columns(metric)[0]}
+
+
+def metric_columns(summary: pd.DataFrame) -> dict[str, str]:
+    """The results column of each quality metric of ``summary`` other than KID (a module's own
+    ``recall`` is ``quality_recall``... or its own name, apart from greenbench's)."""
+    if "quality_column" not in summary:
+        return {metric: quality_columns(metric)[0] for metric in other_metrics(summary)}
+    pairs = zip(summary["quality_metric"].map(str), summary["quality_column"], strict=True)
+    return {metric: str(column) for metric, column in pairs if metric != PARETO_QUALITY}
 
 
 def other_metrics(summary: pd.DataFrame) -> list[str]:
@@ -230,7 +240,7 @@ def pareto(summary: pd.DataFrame) -> pd.Series:
     for _, group in summary.groupby(scope, dropna=False):
         metric = _first(group, "quality_metric", PARETO_QUALITY)
         higher = higher_is_better(metric, _first(group, "quality_mode", None))
-        quality = f"{quality_columns(metric)[0]}_mean"
+        quality = f"{_first(group, 'quality_column', None) or quality_columns(metric)[0]}_mean"
         if higher is None or quality not in group:
             continue
         scored = group.dropna(subset=[f"{TRAINING_ENERGY}_mean", quality])

@@ -140,11 +140,12 @@ def group_keys(results: pd.DataFrame) -> list[str]:
     return keys
 
 
-def quality_columns(metric: str) -> tuple[str, str]:
+def quality_columns(metric: str, logged: bool = False) -> tuple[str, str]:
     """The columns of a quality metric's final and best values: ``val_acc`` and
     ``best_val_acc``; ``kid`` and ``best_kid``; ``quality_batches`` for a metric named like
-    another column (``results.quality``)."""
-    return columns(metric, _taken())
+    another column (``results.quality``); ``quality_recall`` for a module's own ``recall``
+    (``logged``), greenbench's being ``sample_recall``."""
+    return columns(metric, _taken(), logged)
 
 
 @functools.cache
@@ -196,7 +197,8 @@ def frame(records: Iterable[dict[str, Any]], problems: list[str] | None = None) 
     qualities = [(record.get("run_id"), quality_of(record)) for record in records]
     if problems is not None:
         problems += _quality_problems(qualities)
-    scores = {column for _, found in qualities for column in quality_columns(found.metric)}
+    scores = {column for _, found in qualities
+              for column in quality_columns(found.metric, found.logged)}
     # repairs replace columns one by one: defragment
     return repaired(table, problems, scores=scores).copy()
 
@@ -367,8 +369,9 @@ def _quality(record: dict[str, Any]) -> dict[str, Any]:
     final, best = _dict(quality.get("final")), _dict(quality.get("best"))
     extractor = _dict(quality.get("extractor"))
     own = quality_of(record)
-    row = {
-        **{column: final.get(key) for key, column in SCORE_COLUMNS.items()},
+    row = {  # greenbench's scores: apart from a module's own metric of the same name
+        **{column: final.get(f"sample_{key}", None if own.logged and key == own.metric
+                             else final.get(key)) for key, column in SCORE_COLUMNS.items()},
         "best_epoch": best.get("epoch"),
         "best_kid": best.get("kid"),
         "energy_to_quality_j": quality.get("energy_to_quality_j"),
@@ -380,9 +383,11 @@ def _quality(record: dict[str, Any]) -> dict[str, Any]:
         "quality_mode": own.mode,
         "quality_target": own.target,
     }
+    row["quality_column"] = SCORE_COLUMNS[DEFAULT_METRIC]
     if own.metric != DEFAULT_METRIC:
-        column, best_column = quality_columns(own.metric)
+        column, best_column = quality_columns(own.metric, own.logged)
         row[column], row[best_column] = final.get(own.metric), best.get(own.metric)
+        row["quality_column"] = column
     return row
 
 
@@ -392,7 +397,8 @@ def _quality_problems(qualities: list[tuple[Any, Quality]]) -> list[str]:
     renamed: dict[str, list[Any]] = {}
     modes: dict[tuple[str, str], list[Any]] = {}
     for run, found in qualities:
-        if found.metric not in SCORE_COLUMNS and quality_columns(found.metric)[0] != found.metric:
+        column = quality_columns(found.metric, found.logged)[0]
+        if (found.metric not in SCORE_COLUMNS or found.logged) and column != found.metric:
             renamed.setdefault(found.metric, []).append(run)
         written = "" if found.written_mode is None else text(found.written_mode)
         if found.mode is None or (written in QUALITY_MODES and written != found.mode):
@@ -428,8 +434,9 @@ def load_curves(records: Iterable[dict[str, Any]], problems: list[str] | None = 
     rows, extra = [], {}
     for record in records:
         curve = record.get("quality_curve")
-        metric = quality_of(record).metric
-        column = None if metric in CURVE_FIELDS else quality_columns(metric)[0]
+        found = quality_of(record)
+        metric = found.metric
+        column = None if metric in CURVE_FIELDS else quality_columns(metric, found.logged)[0]
         for point in curve if isinstance(curve, list) else []:
             if not isinstance(point, dict):
                 continue

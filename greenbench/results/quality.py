@@ -54,6 +54,7 @@ class Quality:
     mode: str | None
     written_mode: Any
     target: Any
+    logged: bool = False  # a module's own metric named like one of greenbench's scores
 
 
 def quality_of(record: dict[str, Any]) -> Quality:
@@ -70,13 +71,16 @@ def quality_of(record: dict[str, Any]) -> Quality:
         mode = written
     else:
         mode = None
-    return Quality(metric, mode, written, measured.get("target", declared.get("target")))
+    logged = metric in SCORE_COLUMNS and f"sample_{metric}" in _dict(measured.get("final"))
+    return Quality(metric, mode, written, measured.get("target", declared.get("target")),
+                   logged)
 
 
-def columns(metric: str, taken: Collection[str]) -> tuple[str, str]:
+def columns(metric: str, taken: Collection[str], logged: bool = False) -> tuple[str, str]:
     """The columns of ``metric``'s final and best values, given the names ``taken`` by the
-    other columns of the results table."""
-    if metric in SCORE_COLUMNS:
+    other columns of the results table; a module's ``logged`` metric named like one of
+    greenbench's scores has columns of its own."""
+    if metric in SCORE_COLUMNS and not logged:
         return SCORE_COLUMNS[metric], f"best_{SCORE_COLUMNS[metric]}"
     name = metric
     while name in taken or f"best_{name}" in taken or name.startswith(TAKEN_PREFIXES):

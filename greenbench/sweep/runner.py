@@ -95,14 +95,17 @@ def changed_sources(sweep: Sweep, records: dict[str, dict]) -> list[str]:
     were trained with (run_ids hash class paths and init args, not file contents)."""
     if sweep.model_class is None and sweep.data is None:
         return []
-    digests = classes.source_digests(sweep)
+    digests = classes.source_digests(sweep)  # by the class paths the sweep names
     stale: Counter = Counter()
     for record in records.values():
-        for section in ("model", "data"):
-            recorded = record.get(section)
-            if isinstance(recorded, dict) and recorded.get("class_path") in digests and \
-                    recorded.get("source_sha256") != digests[recorded["class_path"]]:
-                stale[recorded["class_path"]] += 1
+        config = record.get("config") if isinstance(record.get("config"), dict) else {}
+        for section, key in (("model", "model"), ("data", "dataset")):
+            # the sweep's class path (a re-export, mypkg.Model) is the config's; the record's
+            # model section names where the class is defined (mypkg.models.Model)
+            recorded, named = record.get(section), config.get(key)
+            if isinstance(recorded, dict) and named in digests and \
+                    recorded.get("source_sha256") != digests[named]:
+                stale[named] += 1
     return [f"the source of {path} changed since {count} recorded point(s) ran; they are kept "
             "as they are (--force runs them again)" for path, count in stale.items()]
 
