@@ -12,7 +12,7 @@ import pandas as pd
 from greenbench import results
 from greenbench.check import exports
 from greenbench.check.budget import Rule, evaluate, load_budgets
-from greenbench.check.comment import BUDGET, GITHUB_LIMIT, MARKER, comment, length
+from greenbench.check.comment import BUDGET, COMMENT_MARKER, GITHUB_LIMIT, comment, length
 from greenbench.records import to_json
 from tests.helpers import greenbench, record
 
@@ -60,7 +60,7 @@ def test_one_row_per_verdict_failures_first(tmp_path: Path) -> None:
     runs = records({"32-true": (50.0, 52.0, 48.0), "bf16-mixed": (40.0, 41.0, 39.0)})
     runs[3]["quality"]["final"]["kid"] = 0.5  # bf16-mixed's KID: (0.5 + 0.31 + 0.32) / 3
     text = made(runs, RULES, tmp_path, title="greenbench check: budgets.yaml on s")
-    assert text.startswith(f"{MARKER}\n### greenbench check: budgets.yaml on s\n\n"
+    assert text.startswith(f"{COMMENT_MARKER}\n### greenbench check: budgets.yaml on s\n\n"
                            "**2 pass, 1 fail**\n")
     rows = table_rows(text)
     assert [row[:3] for row in rows] == [
@@ -155,7 +155,7 @@ def test_the_example_in_the_docs_has_this_comments_shape() -> None:
     from greenbench.check.comment import HEADER
 
     docs = (Path(__file__).resolve().parent.parent / "docs" / "ci.md").read_text()
-    example = docs[docs.index(f"\n{MARKER}\n### ") + 1:]  # the comment, not the prose on it
+    example = docs[docs.index(f"\n{COMMENT_MARKER}\n### ") + 1:]  # the comment, not the prose on it
     example = example[:example.index("</sub>")]
     lines = example.splitlines()
     header = next(line for line in lines if line.startswith("| result"))

@@ -403,7 +403,7 @@ def test_the_examples_sweeps_check_out_and_the_readme_shows_the_classifier_as_it
     assert len(expand(load_sweep(examples / "generative.yaml"))) == 4
     long = expand(load_sweep(examples / "classifier-long.yaml"))
     short = expand(load_sweep(examples / "classifier.yaml"))
-    assert [s.label for s in long] == [s.label for s in short]  # the same points, trained longer
+    assert [s.label for s in long] == [s.label for s in short]  # the same axes, longer
     readme = (REPO / "README.md").read_text()
     block = readme.split("# examples/classifier.yaml\n", 1)[1].split("```", 1)[0]
     assert yaml.safe_load(block) == yaml.safe_load((examples / "classifier.yaml").read_text())

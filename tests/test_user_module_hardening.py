@@ -11,6 +11,7 @@ import pytest
 
 from greenbench.models import plugins
 from greenbench.point.run import run_point
+from greenbench.records import PointResult
 from greenbench.sweep.schema import expand, load_sweep
 from tests.helpers import cli
 
@@ -82,6 +83,12 @@ def project(folder: Path, module: str, source: str, sweep: str) -> Path:
     return folder / "sweep.yaml"
 
 
+def only_point(sweep: Path) -> PointResult:
+    """The one point of the sweep file, run in this process."""
+    (spec,) = expand(load_sweep(sweep))
+    return run_point(spec)
+
+
 @pytest.fixture
 def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
@@ -100,8 +107,7 @@ def test_a_module_that_samples_token_ids_trains_and_keeps_its_metric_and_samplin
         eval: {num_samples: 50}
         generate: {num_images: 32, batch_size: 16}
         """)
-    (spec,) = expand(load_sweep(sweep))
-    result = run_point(spec)
+    result = only_point(sweep)
     record = result.record
 
     assert record["status"] == "ok", record["reason"]
@@ -136,8 +142,7 @@ def test_a_sample_method_that_takes_no_count_is_not_a_sampler(
         train: {epochs: 1}
         energy: {idle_seconds: 0, warmup_steps: 1}
         """)
-    (spec,) = expand(load_sweep(sweep))
-    record = run_point(spec).record
+    record = only_point(sweep).record
     assert record["status"] == "ok", record["reason"]
     assert record["quality"]["withheld"] == why
     assert record["generation"] is None and "val_loss" in record["quality"]["final"]
@@ -158,8 +163,7 @@ def test_a_sample_that_returns_vectors_keeps_the_point_and_says_why_it_is_not_sc
         eval: {num_samples: 50}
         generate: {num_images: 16, batch_size: 16}
         """)
-    (spec,) = expand(load_sweep(sweep))
-    record = run_point(spec).record
+    record = only_point(sweep).record
     assert record["status"] == "ok", record["reason"]
     assert "sample(n) returned a tensor of shape (50, 64)" in record["quality"]["withheld"]
     assert record["generation"]["item_shape"] == [64]
@@ -309,8 +313,7 @@ def test_without_validation_the_metric_comes_from_training_and_the_reasons_are_h
         train: {{epochs: 2}}
         energy: {{idle_seconds: 0, warmup_steps: 1}}
         """)
-    (spec,) = expand(load_sweep(sweep))
-    record = run_point(spec).record
+    record = only_point(sweep).record
     assert record["status"] == status, record["reason"]
     if status == "ok":
         assert record["quality"]["source"] == "training"
@@ -354,8 +357,7 @@ def test_a_dict_of_training_loaders_is_passed_through_and_each_is_reduced(
         train: {{epochs: 1}}
         energy: {{idle_seconds: 0, warmup_steps: 1}}
         """)
-    (spec,) = expand(load_sweep(sweep))
-    record = run_point(spec).record
+    record = only_point(sweep).record
     assert record["status"] == "ok", record["reason"]
     assert record["data"]["train_items"] == items  # both loaders, 64 items each at 1.0
     assert record["data"]["subset"] == ("all" if fraction == 1 else "random")
@@ -389,8 +391,7 @@ def test_a_validation_metric_logged_per_step_only_is_named_in_the_reason(in_tmp:
         train: {epochs: 1}
         energy: {idle_seconds: 0, warmup_steps: 1}
         """)
-    (spec,) = expand(load_sweep(sweep))
-    record = run_point(spec).record
+    record = only_point(sweep).record
     assert record["status"] == "failed"
     assert record["reason"].startswith(
         "quality.metric 'val_loss' was logged in validation per step only; log it per epoch "
@@ -459,8 +460,7 @@ def test_a_logged_metric_named_like_a_greenbench_score_is_never_overwritten(
         energy: {idle_seconds: 0, warmup_steps: 1}
         generate: {num_images: 0}
         """)
-    (spec,) = expand(load_sweep(sweep))
-    record = run_point(spec).record
+    record = only_point(sweep).record
     assert record["status"] == "ok", record["reason"]
     final = record["quality"]["final"]
     assert final["recall"] == pytest.approx(0.123)  # the module's own, as it logged it

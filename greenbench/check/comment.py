@@ -28,11 +28,11 @@ from greenbench.report.render import markdown_cell
 
 GITHUB_LIMIT = 65_536  # characters in a comment's body
 BUDGET = 65_000  # this comment's most, in UTF-16 code units: room for a line a workflow adds
-MARKER = "<!-- greenbench-check -->"  # finds this comment among a pull request's
+COMMENT_MARKER = "<!-- greenbench-check -->"  # finds this comment among a pull request's
 HEADER = ("result", "rule", "configuration", "value (95 % CI)", "ratio (95 % CI)", "bound",
           "quality", "noise (CV)")
 ALIGN = ("---", "---", "---", "---:", "---:", "---", "---", "---:")
-ORDER = {FAIL: 0, INCONCLUSIVE: 1, PASS: 2}
+VERDICT_ORDER = {FAIL: 0, INCONCLUSIVE: 1, PASS: 2}
 SHOWN = {PASS: "PASS", FAIL: "**FAIL**", INCONCLUSIVE: "_INCONCLUSIVE_"}
 
 
@@ -47,9 +47,9 @@ def cell(text: str) -> str:
 
 def comment(entries: Sequence[Figures], title: str, warnings: Sequence[str] = ()) -> str:
     """The comment for these verdicts' figures; under ``BUDGET`` whatever their number."""
-    ordered = sorted(entries, key=lambda entry: ORDER[entry.verdict.result])
+    ordered = sorted(entries, key=lambda entry: VERDICT_ORDER[entry.verdict.result])
     verdicts = [entry.verdict for entry in entries]
-    head = [MARKER, f"### {cell(title)}", "", f"**{summary_line(verdicts)}**", ""]
+    head = [COMMENT_MARKER, f"### {cell(title)}", "", f"**{summary_line(verdicts)}**", ""]
     table = ["| " + " | ".join(HEADER) + " |", "| " + " | ".join(ALIGN) + " |"]
     rows = [_row(entry) for entry in ordered]
     passing = sum(entry.verdict.result == PASS for entry in entries)

@@ -183,6 +183,11 @@ def _source_files(module_name: str, defining: Path) -> list[Path]:
     return sorted(folder.rglob("*.py"))
 
 
+# What a count of samples is called, when ``sample``'s one argument carries no ``int`` annotation.
+COUNT_NAMES = frozenset({"n", "num", "count", "number", "num_samples", "n_samples", "samples",
+                         "num_images", "batch_size", "size", "k"})
+
+
 def sampler_problem(cls: type) -> str | None:
     """Why ``cls`` has no ``sample(n)`` greenbench can call (None when it has): a sampler takes
     one count of samples, an ``int`` or an argument named like one (``n``, ``num_samples``), and
