@@ -163,6 +163,8 @@ BAD = {  # (trainer section or grid, what the one line says)
         "init_args: {save_dr: logs}}}\n",
         "trainer.logger.init_args.save_dr: CSVLogger.__init__ has no argument 'save_dr'"),
     "a nested value": ("trainer: {plugins: {a: 1}}\n", "trainer.plugins: give plain numbers"),
+    "the default logger": ("trainer: {logger: true}\n", "trainer.logger: true would log into "
+                           "each point's own folder, which is not kept"),
 }
 
 

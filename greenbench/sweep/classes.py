@@ -95,6 +95,10 @@ def _check_trainer(section: TrainerSection, axes: dict[str, list]) -> None:
             close = difflib.get_close_matches(name, [*accepted], n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise UserError(f"{field}: lightning.pytorch.Trainer has no argument {name!r}{hint}")
+    if section.logger is True:
+        raise UserError("trainer.logger: true would log into each point's own folder, which is "
+                        "not kept; give your logger, e.g. {class_path: lightning.pytorch.loggers."
+                        "CSVLogger, init_args: {save_dir: logs}}")
     for kind, classes in (("callbacks", section.callback_list), ("logger", section.logger_list)):
         for index, chosen in enumerate(classes):
             many = isinstance(getattr(section, kind), list)
