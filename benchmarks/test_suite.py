@@ -48,6 +48,11 @@ def durations(output: str) -> list[str]:
     return re.findall(r"^\d+\.\d+s \w+ +\S+$", block, flags=re.MULTILINE)[:15]
 
 
+def failures(output: str) -> list[str]:
+    """The tests a pytest output names as failed."""
+    return re.findall(r"^FAILED (\S+)", output, flags=re.MULTILINE)
+
+
 def summary(output: str) -> str:
     lines = [line for line in output.splitlines() if re.search(r"\d+ passed", line)]
     return lines[-1].strip("= ") if lines else "(no summary line)"
@@ -66,7 +71,8 @@ def measure(rev: str, work: Path) -> dict:
     finally:
         git("worktree", "remove", "--force", str(tree))
     return {"rev": rev, "sha": git("rev-parse", "--short", rev), "wall_s": wall_s,
-            "exit": code, "summary": summary(output), "durations": durations(output),
+            "exit": code, "summary": summary(output), "failed": failures(output),
+            "durations": durations(output),
             "coverage_exit": cov_code, "coverage_summary": summary(cov_output),
             "coverage": covered}
 
@@ -76,7 +82,7 @@ def render(before: dict, after: dict) -> str:
     lines = [
         "# Test suite: wall time and coverage, before and after",
         "",
-        f"`benchmarks/test_suite.py`, {describe_machine()}. Both commits' suites ran one after "
+        f"`benchmarks/test_suite.py`. {describe_machine()} Both commits' suites ran one after "
         "the other in one session, each as its commit configures it, with the same "
         "interpreter and packages.",
         "",
@@ -90,6 +96,9 @@ def render(before: dict, after: dict) -> str:
         lines.append(f"| {name} | {run['sha']} | {run['summary']} (exit {run['exit']}) | "
                      f"{run['wall_s'] / 60:.1f} min ({run['wall_s']:.0f} s) | {covered} |")
     lines += ["", f"After over before: **{ratio:.2f}** of the wall time.", ""]
+    for name, run in (("before", before), ("after", after)):
+        if run.get("failed"):
+            lines += [f"Failed {name}: " + ", ".join(f"`{test}`" for test in run["failed"]), ""]
     for name, run in (("before", before), ("after", after)):
         lines += [f"## The 15 slowest tests {name} ({run['sha']})", "", "```",
                   *run["durations"], "```", ""]

@@ -48,6 +48,7 @@ def ray_executor():
 
 
 TWO_POINTS = "grid:\n  seed: [0, 1]\n"  # two points of one CPU each, on a 2-CPU node
+FOUR_POINTS = "grid:\n  seed: [0, 1, 2, 3]\n"  # more points than CPUs: some share the node
 
 
 def sweep_in(folder: Path, extra: str = TWO_POINTS, classes: bool = False):
@@ -63,13 +64,13 @@ def test_same_run_ids_and_statuses_as_local_and_resume_with_a_users_classes(
     results = {}
     for name, executor in (("local", LocalExecutor()), ("ray", ray_executor())):
         monkeypatch.chdir(tmp_path)
-        sweep = sweep_in(tmp_path / name, classes=True)
+        sweep = sweep_in(tmp_path / name, FOUR_POINTS, classes=True)
         monkeypatch.chdir(tmp_path / name)
         run_sweep(sweep, executor, SweepProgress(io.StringIO()))
         results[name] = read_records(tmp_path / name / "runs" / "tiny")
 
     local, on_ray = results["local"], results["ray"]
-    assert sorted(local) == sorted(on_ray) and len(on_ray) == 2
+    assert sorted(local) == sorted(on_ray) and len(on_ray) == 4
     assert {k: r["status"] for k, r in local.items()} == {k: r["status"] for k, r in
                                                           on_ray.items()}
     for record in on_ray.values():  # a user's classes, imported in each task
@@ -80,7 +81,7 @@ def test_same_run_ids_and_statuses_as_local_and_resume_with_a_users_classes(
         shared = record["node_concurrency"] > 1
         cpu = record["energy"]["windows"]["train"]["components"]["cpu"]
         assert (cpu.get("scope") == "node_shared") == shared
-    # Two CPUs, two points of one CPU each: they shared the node.
+    # Two CPUs, four points of one CPU each: some points did share the node.
     assert max(r["node_concurrency"] for r in on_ray.values()) == 2
     for record in local.values():
         assert record["executor"] == "local" and record["node_concurrency"] == 1
@@ -91,7 +92,7 @@ def test_same_run_ids_and_statuses_as_local_and_resume_with_a_users_classes(
     monkeypatch.chdir(tmp_path / "ray")
     run_sweep(load_sweep(tmp_path / "ray" / "sweep.yaml"), ray_executor(),
               SweepProgress(progress))
-    assert "2 already recorded, 0 to run" in progress.getvalue()
+    assert "4 already recorded, 0 to run" in progress.getvalue()
     assert {p.name: p.stat().st_mtime_ns for p in records_dir.iterdir()} == before
 
 
