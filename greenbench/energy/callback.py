@@ -159,8 +159,7 @@ class EnergyCallback(Callback):
         against the global step (the meters are read here, at the epoch's edge)."""
         if not trainer.loggers or self.monitor is None or not self.monitor.running:
             return
-        self._synchronize()
-        self.monitor.switch(self.monitor.phase)
+        self.training_joules()  # reads the meters: the epoch's edge
         fit = self.monitor.result()["windows"][FIT]
         metrics = {f"energy/fit{suffix}_j": fit[key] for suffix, key in (("", "total_j"),
                                                                           ("_net", "net_j"))
@@ -254,12 +253,15 @@ class EnergyCallback(Callback):
         return [*self._earlier, self.result()] if self.monitor is not None else []
 
     def training_joules(self) -> float | None:
-        """Training energy so far: the ``fit`` window, warm-up plus train (None when not
-        measurable)."""
+        """Training energy so far: the ``fit`` window, warm-up plus train, up to now (None when
+        not measurable). During training the meters are read here, as at a window's edge, so
+        that the phase in progress counts too."""
         if self.monitor is None:
             return None
-        windows = self.monitor.result()["windows"]
-        return windows[FIT]["total_j"]
+        if self.monitor.running and self.monitor.phase in (WARMUP, TRAIN):
+            self._synchronize()
+            self.monitor.switch(self.monitor.phase)
+        return self.monitor.result()["windows"][FIT]["total_j"]
 
     def carbon(self) -> dict[str, Any]:
         """kWh and grams of CO2 of the ``total`` window, with the intensity used."""
