@@ -52,6 +52,24 @@ def _parser() -> argparse.ArgumentParser:
                      "default: the sweep's executor.address, else a Ray instance started here)")
     run.set_defaults(handler=_run)
 
+    plan = commands.add_parser(
+        "plan", help="predict a sweep's training energy and time from a short pilot of each "
+        "configuration",
+        description="Run a short pilot of each configuration of a sweep (every axis but seed "
+        "and repeat: warm-up, then N measured training batches) and predict each point's "
+        "training energy and time. Prints a table and writes <output_dir>/<name>/plan.json; "
+        "report and run --dry-run show it beside what was measured.",
+    )
+    plan.add_argument("sweep", type=Path, help="the sweep file (YAML)")
+    plan.add_argument("--pilot-steps", type=int, metavar="N",
+                      help="measured training batches per pilot, after warm-up (default: as "
+                      "many as make the pilot a reliable window for its meter, 10 periods)")
+    plan.add_argument("--force", action="store_true",
+                      help="run every pilot again, even those an earlier plan kept")
+    plan.add_argument("--executor", choices=("local", "ray"),
+                      help="where pilots run (default: the sweep's executor.kind, else local)")
+    plan.set_defaults(handler=_plan)
+
     report = commands.add_parser(
         "report", help="quality-versus-energy tables, Pareto fronts, savings and plots",
         description="Summarise the records of one or more sweep folders into report.md, "
@@ -117,15 +135,21 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("--address: only the ray executor joins a cluster (add --executor ray)")
     executor_settings = sweep.executor.model_copy(update=overrides)
     if args.dry_run:
+        from greenbench.results import read_plan
+
         points = plan(sweep, args.force)
         waiting = {spec.run_id for spec in points.to_run}
+        predicted = {point["run_id"]: point for point in
+                     (read_plan(sweep.directory) or {}).get("points", [])
+                     if isinstance(point, dict)}
         try:
             for spec in points.specs:
                 state = ("to run" if spec.run_id in waiting
                          else points.records[spec.run_id]["status"])
-                print(f"{spec.run_id}  {state:<9} {spec.label}")
+                print(f"{spec.run_id}  {state:<9} {spec.label}"
+                      f"{_prediction(predicted.get(spec.run_id))}")
             print(f"{len(points.specs)} points, {len(points.to_run)} to run; "
-                  f"results in {sweep.directory}")
+                  f"results in {sweep.directory}{_predicted_total(points.to_run, predicted)}")
             sys.stdout.flush()
         except BrokenPipeError:  # `... --dry-run | head`: the reader has read what it wanted
             import os
@@ -146,6 +170,51 @@ def _run(args: argparse.Namespace) -> int:
     progress.note(f"{sweep.name}: {counts} ({outcome.ran} run now); "
                   f"records in {outcome.directory / 'records'}")
     return EXIT_FAILED if outcome.failed else EXIT_OK
+
+
+def _prediction(point: dict | None) -> str:
+    """A point's predicted training energy and time from the sweep's plan.json, as the dry
+    run shows it."""
+    if point is None or not isinstance(point.get("predicted_fit_j"), (int, float)):
+        return ""
+    bound = "at most " if point.get("upper_bound") else ""
+    return (f"  predicted {bound}{point['predicted_fit_j']:.4g} J, "
+            f"{point.get('predicted_fit_s', float('nan')):.3g} s")
+
+
+def _predicted_total(to_run: list, predicted: dict) -> str:
+    values = [predicted.get(spec.run_id, {}).get("predicted_fit_j") for spec in to_run]
+    if not predicted or not to_run:
+        return ""
+    if any(not isinstance(value, (int, float)) for value in values):
+        return "; plan.json predicts only some of the points to run"
+    return f"; plan.json predicts {sum(values):.4g} J of training for those to run"
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from greenbench.store import SweepStore
+    from greenbench.sweep.executors import make_executor
+    from greenbench.sweep.plan import run_plan, table_lines
+    from greenbench.sweep.progress import SweepProgress
+    from greenbench.sweep.schema import load_sweep
+
+    if args.pilot_steps is not None and args.pilot_steps < 1:
+        raise UserError("--pilot-steps: give 1 or more training batches")
+    sweep = load_sweep(args.sweep)
+    settings = sweep.executor.model_copy(update={"kind": args.executor} if args.executor else {})
+    progress = SweepProgress()
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        executor = make_executor(settings, SweepStore(sweep.directory).scratch_dir)
+        plan = run_plan(sweep, executor, progress, args.pilot_steps, args.force)
+    except KeyboardInterrupt:
+        progress.note(f"interrupted; finished pilots are kept in {sweep.directory}. "
+                      "Run the same command again to resume.")
+        return EXIT_INTERRUPTED
+    for line in table_lines(plan):
+        print(line)
+    print(f"plan written to {sweep.directory / 'plan.json'}")
+    return EXIT_OK
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -81,6 +81,10 @@ INIT_ARG_NAME = re.compile(r"(model|data)\.init_args\.([A-Za-z_][A-Za-z0-9_]*)")
 TRAINER_KEY = "trainer"
 TRAINER_ARG_COLUMN = "trainer.{name}"
 TRAINER_ARG_NAME = re.compile(r"trainer\.([A-Za-z_][A-Za-z0-9_]*)")
+# A sweep's ``train.stop_at_target``: the config's ``stop_at_target``, present (true) only when
+# set, so sweeps without it keep their run_ids. It changes what is trained: a configuration
+# field, a results column, always true or false there.
+STOP_AT_TARGET_KEY = "stop_at_target"
 # What quality means for a point whose config does not say: the reference models' KID.
 DEFAULT_QUALITY = {"metric": "kid", "mode": "min"}
 QUALITY_MODES = ("min", "max")
@@ -145,6 +149,9 @@ class RunSpec:
     generate: dict[str, Any] = field(default_factory=dict)  # the sweep's generate; not hashed
     import_path: str | None = None  # the sweep file's folder, first on sys.path; not hashed
     varied_args: tuple[str, ...] = ()  # the grid's init-arg and trainer axes, in the label
+    # a pilot of ``greenbench plan`` (``{"batches": N or None}``), not a point of the sweep:
+    # its record has a ``pilot`` section besides the others and is kept apart; not hashed
+    pilot: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -7,6 +7,8 @@
         records/<run_id>.json   one record per point of the sweep; nothing else lives here
         images/<run_id>.png     a grid of 64 images the point generated
         logs/<run_id>.log       everything the point's process printed
+        plan.json               `greenbench plan`'s prediction of every point
+        pilots/<run_id>.json    the records of its pilots (and their logs/, codecarbon/)
         .tmp/                   files being written, renamed into place once complete, and
                                 the running points' handoff folders (.tmp/points/); cleared
                                 when the next run opens the folder
@@ -40,6 +42,10 @@ try:
     import fcntl
 except ImportError:  # pragma: no cover - not on POSIX: no lock, the rest works
     fcntl = None
+
+
+PLAN_FILE = "plan.json"
+PILOTS_FOLDER = "pilots"
 
 
 class SweepStore:

@@ -256,12 +256,24 @@ class EnergyCallback(Callback):
         """Training energy so far: the ``fit`` window, warm-up plus train, up to now (None when
         not measurable). During training the meters are read here, as at a window's edge, so
         that the phase in progress counts too."""
+        return self.so_far(FIT)[0]
+
+    def so_far(self, window: str) -> tuple[float | None, float]:
+        """A window's joules (None when not measurable) and seconds up to now: the meters are
+        read here, as at a window's edge, so that the phase in progress counts too."""
         if self.monitor is None:
-            return None
-        if self.monitor.running and self.monitor.phase in (WARMUP, TRAIN):
+            return None, 0.0
+        if self.monitor.running and self.monitor.phase is not None:
             self._synchronize()
             self.monitor.switch(self.monitor.phase)
-        return self.monitor.result()["windows"][FIT]["total_j"]
+        measured = self.monitor.result()["windows"][window]
+        return measured["total_j"], measured["duration_s"]
+
+    def slowest_period_s(self) -> float:
+        """The longest period of the meters in use (CodeCarbon's second on a CPU): a window
+        is reliable from ``min_window_periods`` of them."""
+        periods = self.monitor.periods().values() if self.monitor is not None else ()
+        return max((period for _, period in periods), default=0.0)
 
     def carbon(self) -> dict[str, Any]:
         """kWh and grams of CO2 of the ``total`` window, with the intensity used."""

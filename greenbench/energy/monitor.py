@@ -199,7 +199,7 @@ class EnergyMonitor:
                 "the run never left warm-up: its train window (steady state, J per 1,000 "
                 "samples) is empty; training energy is the fit window (warm-up only)")
         warnings += _indistinguishable_from_idle(windows[TRAIN], idle_power_w, idle_powers)
-        periods = self._periods()
+        periods = self.periods()
         for name, window in windows.items():
             if name != IDLE or baseline is None:  # a given baseline was judged where measured
                 _judge_reliability(window, periods, self.min_window_periods)
@@ -220,7 +220,7 @@ class EnergyMonitor:
         return {"window": idle, "power_w": idle["total_j"] / idle["duration_s"],
                 "segment_powers_w": list(self._tallies[IDLE].powers)}
 
-    def _periods(self) -> dict[str, tuple[str, float]]:
+    def periods(self) -> dict[str, tuple[str, float]]:
         """Component -> (meter, period in seconds), for meters whose period is known."""
         periods = {}
         for meter in self.meters:

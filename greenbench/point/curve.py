@@ -8,6 +8,11 @@ scoring (``every_n_epochs``, inside the energy callback's ``eval`` window). From
 ``energy_to_quality_j`` (the training joules until the quality metric first reached a target,
 the energy analogue of time-to-accuracy) and the best point (GAN quality is not monotonic, so
 best and final are both reported).
+
+With ``stop_at_target`` the curve ends fit at the first validation (or scoring) whose metric
+reaches the target: it sets ``trainer.should_stop`` there, as EarlyStopping would, unless the
+epoch budget ends fit at that epoch anyway. Where the target was first reached (``reached``:
+epoch, optimizer step and training batches) is kept whether or not it stops fit.
 """
 
 from __future__ import annotations
@@ -42,11 +47,19 @@ class QualityCurve(Callback):
         every_n_epochs: int | None = None,
         metric: str = "kid",
         from_training: bool = False,
+        mode: str | None = None,
+        target: float | None = None,
+        stop_at_target: bool = False,
     ):
         self.score = score
         self.energy = energy
         self.every_n_epochs = every_n_epochs
         self.metric = metric
+        self.higher = higher_is_better(metric, mode)
+        self.target = target
+        self.stop_at_target = stop_at_target and target is not None
+        self.reached: dict[str, int] | None = None  # where the target was first reached
+        self.stopped_fit = False  # whether reaching the target ended fit
         # without validation, the metric is what the module logged in training, read at the
         # end of each epoch (quality.source: training)
         self.from_training = from_training
@@ -61,6 +74,9 @@ class QualityCurve(Callback):
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.state.fn == "fit" and not trainer.sanity_checking:
             self._logged = self.read_logged(trainer)
+            # a validation in the middle of an epoch (val_check_interval) stops fit there
+            if self.stop_at_target and self.reaches(self._logged.get(self.metric)):
+                self._stop(trainer)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.from_training:
@@ -101,7 +117,28 @@ class QualityCurve(Callback):
         if score:
             self.complete(point, module)
         self.points.append(point)
+        if self.reached is None and self.reaches(point["scores"].get(self.metric)):
+            trainer = module.trainer
+            self.reached = {"epoch": epoch, "step": step,
+                            "batches": trainer.fit_loop.epoch_loop.batch_progress.total.ready}
+            if self.stop_at_target and trainer.state.fn == "fit" and trainer.training:
+                self._stop(trainer)
         return point
+
+    def reaches(self, value: float | None) -> bool:
+        """Whether ``value`` of the metric is at the target or better."""
+        if self.target is None or value is None or not math.isfinite(value):
+            return False
+        return value >= self.target if self.higher else value <= self.target
+
+    def _stop(self, trainer: Trainer) -> None:
+        """End fit here, unless the epoch budget ends it at this epoch anyway (then the
+        budget stopped it, and nothing was saved)."""
+        last_epoch = trainer.max_epochs is not None and trainer.max_epochs > 0 and \
+            trainer.current_epoch + 1 >= trainer.max_epochs
+        if (not last_epoch or not trainer.is_last_batch) and not trainer.should_stop:
+            trainer.should_stop = True
+            self.stopped_fit = True
 
     def complete(self, point: dict[str, Any], module: LightningModule) -> None:
         """Add the feature-space scores to ``point`` unless it has them or the module cannot

@@ -32,10 +32,11 @@ from greenbench.point import generation
 from greenbench.point.curve import QualityCurve
 from greenbench.point.flops import StepFlops
 from greenbench.point.images import grid_png
+from greenbench.point.pilot import PilotProbe
 from greenbench.point.preparation import ScoringPreparation
 from greenbench.point.scoring import Scorer, missing_metric, quality_record
 from greenbench.point.subset import TrainingSubset
-from greenbench.point.trainer import BUDGET, checkpoint_files, make_trainer
+from greenbench.point.trainer import BUDGET, TARGET, checkpoint_files, make_trainer
 from greenbench.point.trainer import DIVERGED as DIVERGED_BY
 from greenbench.point.training import TrainingMonitor
 from greenbench.records import (
@@ -46,6 +47,7 @@ from greenbench.records import (
     INIT_ARGS_KEYS,
     OK,
     SKIPPED,
+    STOP_AT_TARGET_KEY,
     TRAINER_KEY,
     WIDTH_ARG_KEY,
     PointResult,
@@ -99,11 +101,15 @@ def _run(spec: RunSpec, result: PointResult, scratch: Path) -> tuple[str, str | 
     scorer = Scorer(config) if generative else None
     own_metric = quality["metric"] not in HIGHER_IS_BETTER  # one the module logs
     curve = QualityCurve(scorer, energy, config["eval"]["every_n_epochs"], quality["metric"],
-                         from_training=own_metric and not validates)
+                         from_training=own_metric and not validates, mode=quality["mode"],
+                         target=quality["target"],
+                         stop_at_target=bool(config.get(STOP_AT_TARGET_KEY)))
     preparation = ScoringPreparation(scorer, subset, has_val_data, timings)
+    probe = PilotProbe(energy, spec.pilot.get("batches")) if spec.pilot is not None else None
     trainer, stop = make_trainer(
         config.get(TRAINER_KEY), config["precision"], config["epochs"],
-        own=[monitor, energy, flops, curve], before=[preparation], root_dir=scratch / "trainer",
+        own=[monitor, energy, flops, curve, *([probe] if probe else [])], before=[preparation],
+        root_dir=scratch / "trainer",
         run_id=spec.run_id, hyperparameters=_hyperparameters(config))
     device = trainer.strategy.root_device
     record["environment"] = environment.describe(
@@ -127,10 +133,12 @@ def _run(spec: RunSpec, result: PointResult, scratch: Path) -> tuple[str, str | 
             "optimizer_steps": trainer.global_step,
             "samples_seen": monitor.samples,
             "final_losses": monitor.final_losses(),
-            **stopped(monitor, stop),
+            **stopped(monitor, stop, by_target=curve.stopped_fit),
             "additions": [],
         }
         record["flops_per_step"] = flops.flops_per_step
+        if probe is not None:
+            record["pilot"] = probe.summary()
         if monitor.diverged:
             return DIVERGED, monitor.divergence
 
@@ -190,9 +198,11 @@ def _collect(spec: RunSpec, result: PointResult, energy: EnergyCallback,
         record["train"]["checkpoints"] = [f"checkpoints/{spec.run_id}/{name}" for name in written]
 
 
-def stopped(monitor: TrainingMonitor, stop: dict[str, Any]) -> dict[str, Any]:
+def stopped(monitor: TrainingMonitor, stop: dict[str, Any], by_target: bool = False
+            ) -> dict[str, Any]:
     """Who ended fit, and when: ``train.stopped_by`` (a callback's class name, ``budget``,
-    ``diverged``, or ``LightningModule`` for the module's own ``should_stop``) and
+    ``diverged``, ``target`` when the quality curve stopped it at the quality target
+    (``by_target``), or ``LightningModule`` for the module's own ``should_stop``) and
     ``train.stopped_at`` (the epoch, counted from 0 as Lightning counts, and the training
     batches done)."""
     ended = {"epoch": monitor.epoch, "batches": monitor.batches}
@@ -201,7 +211,7 @@ def stopped(monitor: TrainingMonitor, stop: dict[str, Any]) -> dict[str, Any]:
     if monitor.max_batches is not None and monitor.batches >= monitor.max_batches:
         return {"stopped_by": BUDGET, "stopped_at": ended}
     if stop["by"] is not None:
-        return {"stopped_by": stop["by"],
+        return {"stopped_by": TARGET if by_target else stop["by"],
                 "stopped_at": {"epoch": stop["epoch"], "batches": stop["batches"]}}
     return {"stopped_by": BUDGET, "stopped_at": ended}
 

@@ -110,7 +110,9 @@ def extractor_for(config: dict[str, Any], data: ScoringData
 def quality_record(final: dict[str, Any], curve: QualityCurve, extractor: Extractor | None,
                    withheld: str | None, quality: dict[str, Any]) -> dict[str, Any]:
     """The record's ``quality``: final and best scores, the extractor, what was withheld, the
-    training joules to the target, and which metric in which direction all this ranks by."""
+    training joules to the target (measured at the point that first reached it), the target,
+    whether and where it was reached (epoch, optimizer step, training batches), and which
+    metric in which direction all this ranks by."""
     metric, mode = quality["metric"], quality["mode"]
     best = best_point(curve.points, metric, mode)
     return {
@@ -119,6 +121,10 @@ def quality_record(final: dict[str, Any], curve: QualityCurve, extractor: Extrac
         "extractor": extractor.record() if extractor is not None else None,
         "withheld": withheld,
         "energy_to_quality_j": energy_to_quality(curve.points, quality["target"], metric, mode),
+        "target": quality["target"],
+        # whether the metric reached the target, and where first (None: no target)
+        "target_reached": None if quality["target"] is None else curve.reached is not None,
+        "target_reached_at": curve.reached,
         "metric": metric,
         "mode": mode,
         # where the metric comes from: greenbench's scores of samples, or what the module

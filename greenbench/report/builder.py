@@ -55,7 +55,7 @@ def build(
         raise UserError(f"{', '.join(map(str, folders))}: no record this greenbench reads "
                         "(every file in records/ was skipped)")
     problems: list[str] = []
-    frame = results.frame(records, problems)
+    frame = with_predictions(results.frame(records, problems), results.predictions(folders))
     curves = results.load_curves(records, problems)
     summary = tables.summarise(frame)
     savings = tables.savings(summary, baseline)
@@ -72,6 +72,13 @@ def build(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return [target / name for name in names]
+
+
+def with_predictions(frame: pd.DataFrame, predicted: pd.DataFrame) -> pd.DataFrame:
+    """The results with the training energy a plan predicted for each run, where one did."""
+    if predicted.empty:
+        return frame
+    return frame.merge(predicted, on="run_id", how="left")
 
 
 def default_out_dir(folders: list[Path]) -> Path:
@@ -298,6 +305,7 @@ def energy_table(summary: pd.DataFrame) -> pd.DataFrame:
         **init_args(row),
         "ok runs": _runs(row),
         "training energy (J)": _judged(_mean(row, tables.TRAINING_ENERGY), row, "fit"),
+        **_predicted(row),
         "net of idle (J)": _judged(_plain(row, "energy_fit_net_j"), row, "fit"),
         "steady-state energy (J)": _judged(_plain(row, "energy_train_j"), row, "train"),
         "steady-state J per 1k samples": _judged(_plain(row, "j_per_1k_samples"), row, "train"),
@@ -330,8 +338,11 @@ def quality_table(summary: pd.DataFrame) -> pd.DataFrame:
         "NLL (nats)": _plain(row, "nll_nats"),
         "best KID": _plain(row, "best_kid", 3),
         f"training energy to target {target} (J)": _plain(row, "energy_to_quality_j"),
+        "reached the target": _reached(row),
         "Pareto": {True: "yes", False: "no"}.get(row["pareto"], "-"),
     } for _, row in summary.iterrows()])
+    if (table["reached the target"] == "-").all():  # no run had a target
+        table = table.drop(columns=["reached the target"])
     if others:  # a sweep of modules that cannot sample: no column of scores nobody has
         table = table.drop(columns=[c for c in FEATURE_SPACE_COLUMNS if (table[c] == "-").all()])
     if "stopped_early" in summary and summary["stopped_early"].astype(bool).any():
@@ -364,6 +375,25 @@ def savings_table(savings: pd.DataFrame) -> pd.DataFrame:
         **{f"{metric} ratio": ratio(row, column) if f"{column}_ratio" in row else "-"
            for metric, column in others.items()},
     } for _, row in savings.iterrows()])
+
+
+def _predicted(row: pd.Series) -> dict[str, str]:
+    """What ``greenbench plan`` predicted for the configuration, and its error against the
+    measured mean (``at most`` where the prediction is an upper bound); nothing without a
+    plan."""
+    if "prediction_error" not in row:
+        return {}
+    error = row.get("prediction_error", math.nan)
+    bound = "at most " if row.get("prediction_upper_bound") is True else ""
+    return {"predicted (J)": f"{bound}{_plain(row, 'predicted_fit_j')}"
+            if math.isfinite(row["predicted_fit_j_mean"]) else "-",
+            "prediction error": f"{error:+.1%}" if math.isfinite(error) else "-"}
+
+
+def _reached(row: pd.Series) -> str:
+    """``2 of 3`` runs reached the quality target; ``-`` where no run had one."""
+    with_target = row.get("n_with_target", 0)
+    return f"{int(row['n_target_reached'])} of {int(with_target)}" if with_target else "-"
 
 
 def _provenance(row: pd.Series) -> str:

@@ -49,6 +49,8 @@ def notes(frame: pd.DataFrame, summary: pd.DataFrame, problems: Iterable[str] = 
         reasons = "; ".join(sorted({str(r) for r in runs["reason"].dropna()}))
         lines.append(f"{len(runs)} run(s) {status}, not averaged in: {reasons}")
     lines += _quality_metrics(summary)
+    lines += _targets(summary)
+    lines += _predictions(summary)
     if "extractor_id" in tables.group_keys(frame):
         lines.append("Runs used different feature extractors: quality is split by extractor "
                      "(see the configuration names); scores from different extractors are not "
@@ -62,6 +64,49 @@ def notes(frame: pd.DataFrame, summary: pd.DataFrame, problems: Iterable[str] = 
     lines += _unreliable(frame, summary)
     lines += _idle_like(frame, summary, labels)
     lines += _record_warnings(frame)
+    return lines
+
+
+def _predictions(summary: pd.DataFrame) -> list[str]:
+    """How far ``greenbench plan``'s predictions of training energy were from what was
+    measured: the median absolute error and the worst, over configurations whose prediction
+    is not an upper bound."""
+    if "prediction_error" not in summary:
+        return []
+    predicted = summary[summary["prediction_error"].notna()]
+    bounds = predicted[predicted["prediction_upper_bound"].astype(bool)]
+    judged = predicted[~predicted["prediction_upper_bound"].astype(bool)]
+    lines = []
+    if len(judged):
+        errors = judged["prediction_error"].abs()
+        worst = judged.loc[errors.idxmax()]
+        lines.append(
+            f"Predicted training energy (plan.json) against measured: median absolute error "
+            f"{errors.median():.1%} over {len(judged)} configurations; the worst "
+            f"{worst['prediction_error']:+.1%} ({worst['label']}). An error is predicted over "
+            "measured, minus 1.")
+    if len(bounds):
+        lines.append(
+            f"{len(bounds)} configurations' predictions are upper bounds (their runs may stop "
+            "before their budget: stop_at_target or a callback such as EarlyStopping) and are "
+            "not in the median.")
+    return lines
+
+
+def _targets(summary: pd.DataFrame) -> list[str]:
+    """Per quality target: how many configurations reached it, and the one that needed the
+    least training energy to reach it (its mean over the runs that did)."""
+    lines = []
+    for _, best in tables.least_energy_to_target(summary).iterrows():
+        metric, target = best.get("quality_metric", "kid"), best.get("quality_target")
+        same = summary[(summary.get("quality_metric") == metric)
+                       & (summary.get("quality_target") == target)]
+        some = int((same["n_target_reached"] > 0).sum())
+        lines.append(
+            f"Target {metric} {tables.config_text(target)}: reached by runs of {some} of "
+            f"{len(same)} configurations; the least training energy to it: {best['label']}, "
+            f"{best['energy_to_quality_j_mean']:.4g} J ({int(best['n_target_reached'])} of "
+            f"{int(best['n_with_target'])} runs reached it).")
     return lines
 
 

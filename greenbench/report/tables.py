@@ -40,6 +40,7 @@ METRICS = (
     "j_per_1k_samples", "kwh", "gco2", "duration_train_s", "flops_per_step", "kid", "fid",
     "sample_precision", "sample_recall", "density", "coverage", "memorisation", "nll_nats",
     "nll_bits_per_dim", "best_kid", "energy_to_quality_j", "j_per_1k_images", "images_per_s",
+    "predicted_fit_j",
 )
 # The windows whose figures the tables show, each marked where some run's window is unreliable.
 JUDGED_WINDOWS = ("fit", "train", "generate")
@@ -69,6 +70,14 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
         row["node_concurrency"] = most_sharing(ok)
         row["n_warmup_only"] = int(ok["warmup_only"].eq(True).sum()) if "warmup_only" in ok else 0
         row["stopped_early"] = stopped_early(ok)
+        if "predicted_fit_j" in runs:  # a plan's prediction, against the measured mean
+            row["prediction_upper_bound"] = bool(runs["prediction_upper_bound"].eq(True).any())
+            row["prediction_error"] = row["predicted_fit_j_mean"] / \
+                row[f"{TRAINING_ENERGY}_mean"] - 1 if row[f"{TRAINING_ENERGY}_mean"] > 0 \
+                else math.nan
+        reached = ok["target_reached"] if "target_reached" in ok else pd.Series(dtype=object)
+        row["n_with_target"] = int(reached.notna().sum())  # ok runs that had a target
+        row["n_target_reached"] = int(reached.eq(True).sum())
         for window in JUDGED_WINDOWS:
             row[f"n_unreliable_{window}"] = int(unreliable(ok, window).sum())
         rows.append(row)
@@ -94,6 +103,21 @@ def stopped_early(runs: pd.DataFrame) -> str:
             if epochs else ""
         parts.append(f"{who}{at}")
     return f"{len(early)} of {len(runs)}: {'; '.join(parts)}"
+
+
+def least_energy_to_target(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per quality metric and target, the configuration with the least mean training energy to
+    the target among those some of whose runs reached it (``energy_to_quality_j`` is the mean
+    over the runs that reached it)."""
+    if "n_target_reached" not in summary or "energy_to_quality_j_mean" not in summary:
+        return summary.iloc[0:0]
+    reached = summary[(summary["n_target_reached"] > 0)
+                      & summary["energy_to_quality_j_mean"].notna()]
+    if reached.empty:
+        return reached
+    keys = [key for key in ("quality_metric", "quality_target") if key in reached]
+    best = reached.sort_values("energy_to_quality_j_mean", kind="stable")
+    return best.groupby(keys, dropna=False, sort=True).head(1)
 
 
 def unreliable(runs: pd.DataFrame, window: str) -> pd.Series:
@@ -123,6 +147,7 @@ def _quality_of(runs: pd.DataFrame) -> dict[str, Any]:
     mode = DEFAULT_QUALITY["mode"] if metric is None else _first(runs, "quality_mode", None)
     metric = PARETO_QUALITY if metric is None else str(metric)
     return {"quality_metric": metric, "quality_mode": mode,
+            "quality_target": _first(runs, "quality_target", math.nan),
             "quality_column": _first(runs, "quality_column", None) or quality_columns(metric)[0]}
 
 

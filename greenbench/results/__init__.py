@@ -1,6 +1,7 @@
 """Records into one tidy table, the single loader that ``report`` and ``check`` share, what a
-run's quality is (``quality``), one type per column (``repair``), and the statistics they
-share (``stats``). A reader: it never imports torch or Lightning."""
+run's quality is (``quality``), one type per column (``repair``), the statistics they share
+(``stats``), and what ``greenbench plan`` predicted (``plans``). A reader: it never imports
+torch or Lightning."""
 
 from greenbench.results.loader import (
     argument_columns,
@@ -13,6 +14,7 @@ from greenbench.results.loader import (
     quality_columns,
     read_records,
 )
+from greenbench.results.plans import predictions, read_plan
 from greenbench.store import sweep_folders
 
 __all__ = [
@@ -23,7 +25,9 @@ __all__ = [
     "group_keys",
     "load",
     "load_curves",
+    "predictions",
     "quality_columns",
+    "read_plan",
     "read_records",
     "sweep_folders",
 ]

@@ -7,7 +7,8 @@ them). Columns, units in their names:
 * identity: ``run_id``, ``status``, ``reason``, ``sweep``, ``created_at``;
 * the config, as bare columns: ``model``, ``dataset``, ``image_size``, ``precision``,
   ``width``, ``data_fraction``, ``seed``, ``repeat``, ``latent_dim``, ``batch_size``,
-  ``epochs``, ``steps``, ``lr``, and the eval settings as ``eval_<name>``. A user's class has
+  ``epochs``, ``steps``, ``lr``, ``stop_at_target`` (true or false), and the eval settings as
+  ``eval_<name>``. A user's class has
   its class path in ``model`` (and a data module's in ``dataset``), null ``image_size``,
   ``latent_dim`` and ``lr`` (and ``batch_size`` with a data module), and adds ``width_arg``
   and one column per init arg as the grid set it, ``model.init_args.<name>`` and
@@ -35,10 +36,12 @@ them). Columns, units in their names:
   ``nll_nats``, ``nll_bits_per_dim``, ``recon_mse``; ``best_epoch``, ``best_kid``,
   ``energy_to_quality_j``; ``extractor_id``, ``extractor_sha256``, ``extractor_accuracy``,
   ``quality_withheld``. What quality is for the run: ``quality_metric`` and ``quality_mode``
-  (``max`` or ``min``; ``kid`` and ``min`` for a record that does not say) and
-  ``quality_target``; a metric other than KID has its final value in a column of its own name
-  (``val_acc``) and its best in ``best_<name>`` (``quality_columns``; a name that another
-  column has gets ``quality_`` before it, with a line in ``problems``);
+  (``max`` or ``min``; ``kid`` and ``min`` for a record that does not say),
+  ``quality_target``, ``target_reached`` (empty without a target) and ``target_reached_epoch``
+  (the epoch whose end first reached it); a metric other than KID has its final value in a
+  column of its own name (``val_acc``) and its best in ``best_<name>``
+  (``quality_columns``; a name that another column has gets ``quality_`` before it, with a
+  line in ``problems``);
 * environment: ``accelerator``, ``device_name``, ``hostname``, ``greenbench_version``,
   ``git_sha``.
 
@@ -69,6 +72,7 @@ from greenbench.records import (
     INIT_ARGS_KEYS,
     POINT_FIELDS,
     QUALITY_MODES,
+    STOP_AT_TARGET_KEY,
     TRAINER_ARG_COLUMN,
     TRAINER_KEY,
     WIDTH_ARG_KEY,
@@ -119,11 +123,12 @@ def argument_columns(results: pd.DataFrame | Iterable[str]) -> list[str]:
 
 def configuration_columns(results: pd.DataFrame | Iterable[str]) -> list[str]:
     """The config fields of a configuration present in ``results``: every config axis but seed
-    and repeat, the ``width_arg`` of a user's class, every init arg of one, and every keyword
-    of a trainer section."""
+    and repeat, the ``width_arg`` of a user's class, every init arg of one, every keyword
+    of a trainer section, and ``stop_at_target``."""
     names = set(map(str, results))
     keys = [key for key in CONFIGURATION_FIELDS if key in names]
-    return keys + [WIDTH_ARG_KEY] * (WIDTH_ARG_KEY in names) + argument_columns(names)
+    return keys + [WIDTH_ARG_KEY] * (WIDTH_ARG_KEY in names) + argument_columns(names) + \
+        [STOP_AT_TARGET_KEY] * (STOP_AT_TARGET_KEY in names)
 
 
 def group_keys(results: pd.DataFrame) -> list[str]:
@@ -214,6 +219,7 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
         "created_at": record.get("created_at"),
         **{key: config.get(key) for key in POINT_FIELDS},
         **{f"eval_{key}": value for key, value in _dict(config.get("eval")).items()},
+        STOP_AT_TARGET_KEY: config.get(STOP_AT_TARGET_KEY, False),
         **_user_class(config),
     }
     timings = _dict(record.get("timings"))
@@ -382,6 +388,8 @@ def _quality(record: dict[str, Any]) -> dict[str, Any]:
         "quality_metric": own.metric,
         "quality_mode": own.mode,
         "quality_target": own.target,
+        "target_reached": quality.get("target_reached"),
+        "target_reached_epoch": _dict(quality.get("target_reached_at")).get("epoch"),
     }
     row["quality_column"] = SCORE_COLUMNS[DEFAULT_METRIC]
     if own.metric != DEFAULT_METRIC:

@@ -26,11 +26,12 @@ class SweepProgress:
         self._finished_here = 0  # points this invocation has finished
         self._live_line = False
 
-    def start(self, name: str, directory: str, total: int, to_run: int) -> None:
+    def start(self, name: str, directory: str, total: int, to_run: int,
+              what: str = "points") -> None:
         self.total, self.done = total, total - to_run
         self._started = time.monotonic()
         recorded = f", {self.done} already recorded" if self.done else ""
-        self._print(f"{name}: {total} points{recorded}, {to_run} to run; results in {directory}")
+        self._print(f"{name}: {total} {what}{recorded}, {to_run} to run; results in {directory}")
 
     def begin_point(self, spec: RunSpec) -> None:
         self._running[spec.run_id] = (spec.label, time.monotonic())

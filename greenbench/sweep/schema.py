@@ -33,9 +33,12 @@ from greenbench import data, models
 from greenbench.energy.carbon import resolve_intensity
 from greenbench.errors import UserError
 from greenbench.records import (
+    DEFAULT_QUALITY,
+    HIGHER_IS_BETTER,
     INIT_ARG_COLUMN,
     INIT_ARGS_KEYS,
     QUALITY_SETTINGS_KEY,
+    STOP_AT_TARGET_KEY,
     TRAINER_ARG_NAME,
     TRAINER_KEY,
     WIDTH_ARG_KEY,
@@ -119,6 +122,13 @@ class Sweep(StrictModel):
     @model_validator(mode="after")
     def _classes_fit_the_sweep(self) -> Sweep:
         problem = _class_problem(self)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
+    def _a_target_to_stop_at(self) -> Sweep:
+        problem = _stop_problem(self)
         if problem:
             raise ValueError(problem)
         return self
@@ -210,6 +220,24 @@ def _class_problem(sweep: Sweep) -> str | None:
         return "train.lr: set by the reference models only; give it in model.init_args"
     if sweep.data is not None and ("batch_size" in given or sweep.grid.batch_size is not None):
         return "batch_size: a data module sets its own; give it in data.init_args"
+    return None
+
+
+def _stop_problem(sweep: Sweep) -> str | None:
+    """Why ``train.stop_at_target`` cannot work in ``sweep``; None when it can (or is off)."""
+    if not sweep.train.stop_at_target:
+        return None
+    quality = sweep.quality
+    metric = quality.metric if quality is not None else DEFAULT_QUALITY["metric"]
+    target = quality.target if quality is not None else sweep.eval.target_kid
+    if target is None:
+        where = "quality.target" if quality is not None else \
+            "eval.target_kid (or a quality section with metric and target)"
+        return f"train.stop_at_target: needs a target to stop at; set {where}"
+    if metric in HIGHER_IS_BETTER and sweep.eval.every_n_epochs is None:
+        return (f"train.stop_at_target: {metric} is scored from samples at the end of training "
+                "only; set eval.every_n_epochs for it to be scored, and the target checked, "
+                "along training")
     return None
 
 
@@ -334,6 +362,8 @@ def _config(sweep: Sweep, point: dict[str, Any], repeat: int,
         config[WIDTH_ARG_KEY] = model_class.width_arg
     if sweep.trainer is not None or sweep.grid.trainer_axes:
         config[TRAINER_KEY] = _trainer(sweep, point)
+    if train.stop_at_target:  # absent when off, so that sweeps without it keep their run_ids
+        config[STOP_AT_TARGET_KEY] = True
     if sweep.quality is not None:
         config[QUALITY_SETTINGS_KEY] = sweep.quality.model_dump()
     elif not reference:  # a class that can sample, scored by KID as the reference models are

@@ -11,7 +11,15 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from greenbench import data, models
 from greenbench.records import (
@@ -173,6 +181,9 @@ class TrainSection(StrictModel):
     epochs: Count | None = None
     steps: Count | None = None  # training batches
     lr: LearningRate | None = None  # default: the model's own
+    # End each point at the first validation (or scoring) whose quality metric reaches the
+    # quality target: part of what is trained, so part of the config and the run_id.
+    stop_at_target: StrictBool = False
 
     @model_validator(mode="after")
     def _one_budget(self) -> TrainSection:
