@@ -17,7 +17,7 @@ the pilots' cost as a share of the sweep's training energy, over all points and 
 points that train at least 50 times the short pilot's batches; and the training energy of the
 stop-at-target sweep over the full sweep's, with how many configurations reached the target.
 
-    python benchmarks/greener_sweep.py [--epochs 110] [--pilot-steps 400]
+    python benchmarks/greener_sweep.py [--epochs 120] [--pilot-steps 400]
 """
 
 from __future__ import annotations
@@ -116,9 +116,10 @@ def summary_of(rows: list[dict]) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=110)
+    parser.add_argument("--epochs", type=int, default=120)
     parser.add_argument("--pilot-steps", type=int, default=400)
     args = parser.parse_args()
+    machine = describe_machine()  # the commit that runs, before anything is written
     sweep = benchmark_sweep(args.epochs)
     with tempfile.TemporaryDirectory(prefix="greenbench-greener-") as tmp:
         folder = Path(tmp)
@@ -159,7 +160,7 @@ def main() -> int:
     stop_j = sum(fit_j(r) for r in stopped)
     reached = sorted({configuration(r) for r in stopped if r["quality"]["target_reached"]})
     result = {
-        "sweep": sweep, "epochs": args.epochs, "pilot_steps": short_pilot,
+        "machine": machine, "sweep": sweep, "epochs": args.epochs, "pilot_steps": short_pilot,
         "wall_s": {key: round(value, 1) for key, value in {**wall, "report": report_wall}.items()},
         "plans": {name: {**summary_of(rows[name]), "rows": rows[name],
                          "pilot_j": plans[name]["pilot_j"], "pilot_s": plans[name]["pilot_s"],
@@ -192,7 +193,7 @@ def render(result: dict) -> str:
     lines = [
         "# A greener sweep: predicted before it was paid for, stopped at its target",
         "",
-        f"`benchmarks/greener_sweep.py`. {describe_machine()} CPU energy is CodeCarbon's "
+        f"`benchmarks/greener_sweep.py`. {result['machine']} CPU energy is CodeCarbon's "
         "load-based estimate and RAM its constant (no RAPL here): every figure is an estimate "
         "and the records say so.",
         "",

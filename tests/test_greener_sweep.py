@@ -245,6 +245,20 @@ def test_a_point_that_may_stop_early_is_predicted_as_an_upper_bound() -> None:
     assert plan.predict(pilot, point(trainer=early))["upper_bound_why"] == "EarlyStopping"
 
 
+def test_a_shared_idle_baseline_is_counted_once_in_the_pilots_cost() -> None:
+    def pilot(run_id: str, taken_by: str | None) -> dict:
+        windows = {"idle": {"total_j": 100.0, "duration_s": 5.0},
+                   "total": {"total_j": 20.0, "duration_s": 1.0}}
+        baseline = {"shared": True, "taken_by": taken_by} if taken_by else {"shared": False}
+        return {"status": "ok", "energy": {"windows": windows, "baseline": baseline}}
+
+    specs = [point(seed=0, width=0.25), point(seed=0, width=0.5)]
+    first, second = (spec.run_id for spec in specs)
+    rows = [plan._pilot_row(spec, pilot(spec.run_id, taken_by=first)) for spec in specs]
+    assert [row["j"] for row in rows] == [120.0, 20.0]  # the first took the baseline
+    assert plan._pilot_row(specs[1], pilot(second, taken_by=None))["j"] == 120.0  # its own
+
+
 def test_one_pilot_per_configuration_never_stopping_at_its_target() -> None:
     specs = [point(seed=seed, width=width, stop_at_target=True)
              for width in (0.25, 0.5) for seed in (0, 1, 2)]

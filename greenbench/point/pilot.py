@@ -49,16 +49,17 @@ class PilotProbe(Callback):
         self._wanted_s = math.inf
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        check = trainer.check_val_every_n_epoch
         self.shape = {
             "batches_per_epoch": _whole(trainer.num_training_batches),
             "val_check_batch": _whole(trainer.val_check_batch),
-            "check_val_every_n_epoch": check,
+            "check_val_every_n_epoch": trainer.check_val_every_n_epoch,
             "validates": bool(trainer.num_val_batches) and any(trainer.num_val_batches) and
             _whole(trainer.val_check_batch) is not None,
         }
-        periods = self.energy.min_window_periods * self.energy.slowest_period_s()
-        self._wanted_s = periods if self.batches is None else math.inf
+        # a meter of unknown period (none in use): CodeCarbon's second
+        period = self.energy.slowest_period_s() or 1.0
+        self._wanted_s = self.energy.min_window_periods * period if self.batches is None \
+            else math.inf
         if self.energy.warmup_steps == 0:
             self._open()
 

@@ -179,10 +179,15 @@ def _total(values: Iterable[float | None]) -> float | None:
 
 
 def _pilot_row(pilot: RunSpec, record: dict[str, Any] | None) -> dict[str, Any]:
-    """A pilot's outcome and cost: every window its meters measured (idle baseline, warm-up,
-    training, validation, scoring)."""
-    windows = ((record or {}).get("energy") or {}).get("windows") or {}
-    joules = [windows.get(name, {}).get("total_j") for name in ("idle", "total")]
+    """A pilot's outcome and cost: every window its meters measured (warm-up, training,
+    validation, scoring), and the idle baseline where this pilot took it (a baseline shared
+    by the sweep's points is counted once, in the pilot that measured it)."""
+    energy = (record or {}).get("energy") or {}
+    windows = energy.get("windows") or {}
+    baseline = energy.get("baseline") or {}
+    own_idle = not baseline.get("shared") or baseline.get("taken_by") == pilot.run_id
+    names = ("idle", "total") if own_idle else ("total",)
+    joules = [windows.get(name, {}).get("total_j") for name in names]
     return {"run_id": pilot.run_id, "label": pilot.label,
             "status": None if record is None else record.get("status"),
             "reason": None if record is None else record.get("reason"),
