@@ -1,7 +1,8 @@
 """The ``greenbench`` command. Thin: parse the arguments, call a stage, map errors to exit codes.
 
-Exit codes: 0 success; 1 a point failed; 2 bad input (one line on stderr, no traceback, nothing
-written); 130 interrupted (what was finished is stored; the same command resumes).
+Exit codes: 0 success; 1 a point (or a plan's pilot) failed; 2 bad input (one line on stderr,
+no traceback, nothing written); 130 interrupted (what was finished is stored; the same command
+resumes).
 """
 
 from __future__ import annotations
@@ -214,7 +215,8 @@ def _plan(args: argparse.Namespace) -> int:
     for line in table_lines(plan):
         print(line)
     print(f"plan written to {sweep.directory / 'plan.json'}")
-    return EXIT_OK
+    failed = any(pilot["status"] != "ok" for pilot in plan["pilots"])
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -110,7 +110,9 @@ def _run(spec: RunSpec, result: PointResult, scratch: Path) -> tuple[str, str | 
         config.get(TRAINER_KEY), config["precision"], config["epochs"],
         own=[monitor, energy, flops, curve, *([probe] if probe else [])], before=[preparation],
         root_dir=scratch / "trainer",
-        run_id=spec.run_id, hyperparameters=_hyperparameters(config))
+        # a pilot's loggers write a run of their own, never over its point's
+        run_id=spec.run_id if spec.pilot is None else f"{spec.run_id}-pilot",
+        hyperparameters=_hyperparameters(config))
     device = trainer.strategy.root_device
     record["environment"] = environment.describe(
         device.type, torch.cuda.get_device_name(device) if device.type == "cuda" else None)
