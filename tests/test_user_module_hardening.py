@@ -122,25 +122,26 @@ def test_a_module_that_samples_token_ids_trains_and_keeps_its_metric_and_samplin
     assert not any(name.startswith("images/") for name in result.files)  # no image grid
 
 
-@pytest.mark.parametrize("signature, body, why", [
-    ("self, logits, temperature=1.0", "return logits",
+@pytest.mark.parametrize("module, signature, body, why", [
+    ("decoder_logits", "self, logits, temperature=1.0", "return logits",
      "not sampled or scored: sample(logits, temperature=1.0) takes 'logits', not a count of "
      "samples"),
-    ("self, n, temperature", "return torch.zeros(n)",
+    ("decoder_n_temperature", "self, n, temperature", "return torch.zeros(n)",
      "not sampled or scored: sample(n, temperature) does not take one count of samples"),
 ])
 def test_a_sample_method_that_takes_no_count_is_not_a_sampler(
-        in_tmp: Path, signature: str, body: str, why: str) -> None:
+        in_tmp: Path, module: str, signature: str, body: str, why: str) -> None:
+    # a module name of each case's own: both run in this process, which imports it once
     source = CHAR_MODEL.replace("    def sample(self, n):",
                                 f"    def sample({signature}):\n        {body}\n\n"
                                 "    def unused(self, n):")
-    sweep = project(in_tmp, "decoder", source, """\
+    sweep = project(in_tmp, module, source, f"""\
         name: decoder
-        model: {class_path: decoder.CharModel}
-        data: {class_path: decoder.Tokens}
-        quality: {metric: val_loss, mode: min}
-        train: {epochs: 1}
-        energy: {idle_seconds: 0, warmup_steps: 1}
+        model: {{class_path: {module}.CharModel}}
+        data: {{class_path: {module}.Tokens}}
+        quality: {{metric: val_loss, mode: min}}
+        train: {{epochs: 1}}
+        energy: {{idle_seconds: 0, warmup_steps: 1}}
         """)
     record = only_point(sweep).record
     assert record["status"] == "ok", record["reason"]

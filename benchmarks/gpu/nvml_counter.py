@@ -64,7 +64,7 @@ def window(name: str, seconds: float, load: MatmulLoad | None,
         notes.append(f"no cross-check: {dev['cross_check_fault']}")
     period = after.cross_check_period_s
     if sampled_j is not None and period and duration < MIN_PERIODS * period:
-        notes.append(f"too short for greenbench to judge ({MIN_PERIODS} x {period:g} s)")
+        notes.append(f"too short for greenbench to judge ({MIN_PERIODS} x {period:.2g} s)")
     if dev["scope"]:
         notes.append(f"scope {dev['scope']}: {'; '.join(dev['sharing'])}")
     return {

@@ -7,17 +7,16 @@ them). Columns, units in their names:
 * identity: ``run_id``, ``status``, ``reason``, ``sweep``, ``created_at``;
 * the config, as bare columns: ``model``, ``dataset``, ``image_size``, ``precision``,
   ``width``, ``data_fraction``, ``seed``, ``repeat``, ``latent_dim``, ``batch_size``,
-  ``epochs``, ``steps``, ``lr``, ``stop_at_target`` (true or false), and the eval settings as
-  ``eval_<name>``. A user's class has
-  its class path in ``model`` (and a data module's in ``dataset``), null ``image_size``,
-  ``latent_dim`` and ``lr`` (and ``batch_size`` with a data module), and adds ``width_arg``
-  and one column per init arg as the grid set it, ``model.init_args.<name>`` and
-  ``data.init_args.<name>``: config fields like the others (``configuration_columns``), text as
-  text and numbers as numbers;
+  ``epochs``, ``steps``, ``lr``, ``stop_at_target`` (true or false), the eval settings as
+  ``eval_<name>``. A user's class has its class path in ``model`` (a data module's in
+  ``dataset``), null ``image_size``, ``latent_dim`` and ``lr`` (and ``batch_size`` with a data
+  module), and adds ``width_arg`` and a column per init arg as the grid set it,
+  ``model.init_args.<name>`` and ``data.init_args.<name>``: config fields like the others
+  (``configuration_columns``), text as text and numbers as numbers;
 * timings: ``setup_s``, ``extractor_s``, ``trainer_fit_s`` (the wall time of ``trainer.fit``,
   idle baseline and meters' start included; ``duration_fit_s`` is the fit window alone),
   ``eval_s``, ``process_s``; training: ``batches``, ``optimizer_steps``, ``samples_seen``,
-  ``flops_per_step``;
+  ``flops_per_step``, ``stopped_by``, ``stopped_at_epoch``;
 * energy, per window ``w`` of the monitor (``WINDOWS``: idle, warmup, train, eval, ..., fit,
   total): ``energy_<w>_j``, ``energy_<w>_net_j``, ``duration_<w>_s`` and
   ``energy_<w>_<gpu|cpu|ram>_j``. ``fit`` is the training energy (warm-up plus train; for a
@@ -30,18 +29,15 @@ them). Columns, units in their names:
   ``source_<gpu|cpu|ram>``, and where the run ran: ``executor``, ``node``,
   ``node_concurrency`` (the most points that shared its node; above 1 its CPU and RAM energy
   was drawn for all of them);
-* quality at the end of training: ``kid``, ``kid_std``, ``fid``, ``sample_precision``,
-  ``sample_recall`` (the improved precision and recall of samples, named apart from the config's
-  numeric ``precision``), ``density``, ``coverage``, ``memorisation``, ``elbo_nats``,
-  ``nll_nats``, ``nll_bits_per_dim``, ``recon_mse``; ``best_epoch``, ``best_kid``,
-  ``energy_to_quality_j``; ``extractor_id``, ``extractor_sha256``, ``extractor_accuracy``,
-  ``quality_withheld``. What quality is for the run: ``quality_metric`` and ``quality_mode``
-  (``max`` or ``min``; ``kid`` and ``min`` for a record that does not say),
-  ``quality_target``, ``target_reached`` (empty without a target) and ``target_reached_epoch``
-  (the epoch whose end first reached it); a metric other than KID has its final value in a
-  column of its own name (``val_acc``) and its best in ``best_<name>``
-  (``quality_columns``; a name that another column has gets ``quality_`` before it, with a
-  line in ``problems``);
+* quality at the end of training: ``kid``, ``kid_std``, ``fid``, ``sample_precision`` and
+  ``sample_recall`` (of samples, apart from the config's ``precision``), ``density``,
+  ``coverage``, ``memorisation``, ``elbo_nats``, ``nll_nats``, ``nll_bits_per_dim``,
+  ``recon_mse``; ``best_epoch``, ``best_kid``, ``energy_to_quality_j``, ``extractor_id``,
+  ``extractor_sha256``, ``extractor_accuracy``, ``quality_withheld``; ``quality_metric``,
+  ``quality_mode`` (``kid``, ``min`` where a record does not say), ``quality_target``,
+  ``target_reached`` and ``target_reached_epoch``. A metric other than KID has its final
+  value in a column of its name (``val_acc``), its best in ``best_<name>`` (a name another
+  column has gets ``quality_`` before it, with a line in ``problems``: ``quality_columns``);
 * environment: ``accelerator``, ``device_name``, ``hostname``, ``greenbench_version``,
   ``git_sha``.
 
@@ -223,11 +219,8 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
         **_user_class(config),
     }
     timings = _dict(record.get("timings"))
-    row.update({
-        "setup_s": timings.get("setup_s"), "extractor_s": timings.get("extractor_s"),
-        "trainer_fit_s": timings.get("trainer_fit_s"), "eval_s": timings.get("eval_s"),
-        "process_s": timings.get("process_s"),
-    })
+    row.update({key: timings.get(key) for key in (
+        "setup_s", "extractor_s", "trainer_fit_s", "eval_s", "process_s")})
     train = _dict(record.get("train"))
     row.update({key: train.get(key) for key in ("batches", "optimizer_steps", "samples_seen",
                                                 "stopped_by")})
@@ -241,11 +234,8 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
     row.update(_quality(record))
     row.update(_generation(_dict(record.get("generation"))))
     env = _dict(record.get("environment"))
-    row.update({
-        "accelerator": env.get("accelerator"), "device_name": env.get("device_name"),
-        "hostname": env.get("hostname"), "greenbench_version": env.get("greenbench"),
-        "git_sha": env.get("git_sha"),
-    })
+    row.update({key: env.get(key) for key in ("accelerator", "device_name", "hostname")})
+    row.update({"greenbench_version": env.get("greenbench"), "git_sha": env.get("git_sha")})
     return row
 
 
