@@ -67,12 +67,14 @@ def test_the_example_workflow_comments_and_feeds_both_directions() -> None:
 
 
 SWEEP = "repeats: 2\ngrid:\n  width: [0.25, 0.5]\n"
+# A ratio that holds while other tests load the CPU: the CPU's energy is estimated from the
+# load of the whole machine, which can make one point several times another of its size.
 BUDGETS = """\
-- name: width 0.25 fits on at most 3 times width 0.5's energy
+- name: width 0.25 fits on at most 10 times width 0.5's energy
   select: {width: 0.25}
   relative_to: {width: 0.5}
   metric: energy_fit_j
-  max_ratio: 3.0
+  max_ratio: 10.0
 - name: KID at most 10
   metric: kid
   max: 10
@@ -110,7 +112,7 @@ def test_the_action_script_runs_the_sweep_and_writes_every_output(tmp_path: Path
     assert suite.get("tests") == "3" and suite.get("failures") == "0"  # the KID rule: 2 widths
     entries = json.loads((tmp_path / outputs["benchmark-json"]).read_text())
     assert [entry["name"] for entry in entries] == [
-        "width 0.25 fits on at most 3 times width 0.5's energy",
+        "width 0.25 fits on at most 10 times width 0.5's energy",
         "KID at most 10 [width=0.25]", "KID at most 10 [width=0.5]"]
     assert all(entry["range"].startswith("± ") for entry in entries)  # 2 repeats: intervals
     assert set(json.loads((tmp_path / outputs["bmf"]).read_text())) == {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,16 @@ import pytest
 from greenbench.point.run import run_point
 from greenbench.records import RunSpec
 from greenbench.sweep import plan
-from tests.helpers import PROJECT, class_spec, cli, record, tiny_spec
+from tests.helpers import (
+    CLASS_SWEEP,
+    PROJECT,
+    class_spec,
+    cli,
+    record,
+    tiny_spec,
+    write_class_sweep,
+    write_sweep,
+)
 
 VAL_ACC = {"metric": "val_acc", "mode": "max"}
 
@@ -70,8 +80,6 @@ def test_without_a_target_nothing_is_reached_and_nothing_stops() -> None:
 
 def test_stop_at_target_is_part_of_the_run_id_and_absent_when_off(workdir: Path) -> None:
     from greenbench.sweep.schema import expand, load_sweep
-    from tests.helpers import write_class_sweep
-
     sweep_file = write_class_sweep(workdir)
     (plain,) = expand(load_sweep(sweep_file))
     text = sweep_file.read_text().replace("quality: {metric: val_acc, mode: max}",
@@ -94,8 +102,6 @@ def test_stop_at_target_is_part_of_the_run_id_and_absent_when_off(workdir: Path)
 ])
 def test_a_stop_without_a_target_is_one_line_exit_2_and_nothing_written(
         workdir: Path, quality: str, train: str, expected: str) -> None:
-    from tests.helpers import write_class_sweep
-
     sweep_file = write_class_sweep(workdir)
     text = sweep_file.read_text().replace("{metric: val_acc, mode: max}", quality)
     sweep_file.write_text(text.replace("train: {steps: 2}", f"train: {train}"))
@@ -106,8 +112,6 @@ def test_a_stop_without_a_target_is_one_line_exit_2_and_nothing_written(
 
 
 def test_kid_as_a_target_needs_scoring_along_training(workdir: Path) -> None:
-    from tests.helpers import write_sweep
-
     sweep_file = write_sweep(workdir)
     text = sweep_file.read_text().replace("eval: {num_samples: 50, importance_samples: 4}",
                                           "eval: {num_samples: 50, target_kid: 0.5}")
@@ -305,13 +309,8 @@ def test_a_pilots_logger_writes_a_run_of_its_own(workdir: Path) -> None:
 
 # --------------------------------------------------------------------------- greenbench plan
 
-PLAN_SWEEP = """\
-name: tiny
-model: {class_path: tinyproject.BlobsClassifier, init_args: {hidden: 8}}
-data: {class_path: tinyproject.BlobsData, init_args: {batch_size: 16, count: 64}}
-quality: {metric: val_acc, mode: max}
-train: {epochs: 6}
-energy: {idle_seconds: 0, warmup_steps: 2}
+# the tiny classifier of CLASS_SWEEP for six epochs, two learning rates, two seeds
+PLAN_SWEEP = CLASS_SWEEP.replace("train: {steps: 2}", "train: {epochs: 6}") + """\
 grid:
   seed: [0, 1]
   model.init_args.lr: [0.01, 0.05]
@@ -319,10 +318,8 @@ grid:
 
 
 def write_plan_sweep(folder: Path) -> Path:
-    (folder / "tinyproject.py").write_text(PROJECT.read_text())
-    path = folder / "sweep.yaml"
-    path.write_text(PLAN_SWEEP)
-    return path
+    shutil.copy(PROJECT, folder / "tinyproject.py")
+    return write_sweep(folder, base=PLAN_SWEEP)
 
 
 def test_plan_predicts_every_point_then_dry_run_and_report_show_it(workdir: Path) -> None:
@@ -370,7 +367,7 @@ def test_a_plan_of_a_recorded_sweep_gives_the_prediction_error(workdir: Path) ->
     from greenbench.report import builder, tables
 
     sweep_file = write_plan_sweep(workdir)
-    sweep_file.write_text(PLAN_SWEEP.replace("seed: [0, 1]", "seed: [0]"))
+    sweep_file.write_text(PLAN_SWEEP.replace("seed: [0, 1]", "seed: [0]"))  # one run each
     assert cli("run", str(sweep_file), cwd=workdir).returncode == 0
     assert cli("plan", str(sweep_file), "--pilot-steps", "6", cwd=workdir).returncode == 0
     folder = workdir / "runs" / "tiny"

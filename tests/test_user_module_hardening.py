@@ -478,24 +478,25 @@ def test_a_changed_helper_module_of_a_re_exported_class_is_named_on_resume(
         in_tmp: Path) -> None:
     from greenbench.sweep.runner import changed_sources
 
-    package = in_tmp / "mypkg"
+    # a package name no other test imports: this process may hold examples' mypkg already
+    package = in_tmp / "reexports"
     package.mkdir()
-    (package / "__init__.py").write_text("from mypkg.models import Net\n")
+    (package / "__init__.py").write_text("from reexports.models import Net\n")
     (package / "helpers.py").write_text("import torch\n\n\ndef layer():\n"
                                         "    return torch.nn.Linear(4, 2)\n")
     (package / "models.py").write_text(
-        "import lightning.pytorch as pl\n\nfrom mypkg.helpers import layer\n\n\n"
+        "import lightning.pytorch as pl\n\nfrom reexports.helpers import layer\n\n\n"
         "class Net(pl.LightningModule):\n    def __init__(self):\n        super().__init__()\n"
         "        self.layer = layer()\n")
     (in_tmp / "sweep.yaml").write_text(
-        "name: re\nmodel: {class_path: mypkg.Net}\nquality: {metric: val_loss, mode: min}\n")
+        "name: re\nmodel: {class_path: reexports.Net}\nquality: {metric: val_loss, mode: min}\n")
     sweep = load_sweep(in_tmp / "sweep.yaml")
     with plugins.importable_from(in_tmp):
-        net = plugins.import_class("mypkg.Net", "model.class_path")
-    recorded = {"r": {"config": {"model": "mypkg.Net"},
-                      "model": {"class_path": "mypkg.models.Net",
+        net = plugins.import_class("reexports.Net", "model.class_path")
+    recorded = {"r": {"config": {"model": "reexports.Net"},
+                      "model": {"class_path": "reexports.models.Net",
                                 "source_sha256": plugins.source_sha256(net)}}}
     assert changed_sources(sweep, recorded) == []
     (package / "helpers.py").write_text((package / "helpers.py").read_text() + "# edited\n")
     (line,) = changed_sources(sweep, recorded)
-    assert line.startswith("the source of mypkg.Net changed since 1 recorded point(s) ran")
+    assert line.startswith("the source of reexports.Net changed since 1 recorded point(s) ran")
