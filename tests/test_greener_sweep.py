@@ -399,3 +399,29 @@ def test_a_plan_that_is_not_readable_is_ignored(workdir: Path) -> None:
     rows = results.predictions([workdir])
     assert rows["run_id"].tolist() == ["a"] and rows["predicted_fit_j"].isna().all()
     assert rows["prediction_upper_bound"].tolist() == [True]
+
+
+def test_a_target_reached_by_the_score_at_the_end_of_training_is_reached(workdir: Path) -> None:
+    """A module that validates every epoch and is scored only at the end: its last point is
+    made by the last validation and scored after fit, and that score reaches the target."""
+    from greenbench.sweep.schema import expand, load_sweep
+
+    shutil.copy(PROJECT, workdir / "tinyproject.py")
+    sweep = write_sweep(workdir, base="""\
+name: late
+model: {class_path: tinyproject.TinyGenerator, init_args: {latent: 4}}
+data: {class_path: tinyproject.PatternData, init_args: {batch_size: 32}}
+quality: {metric: kid, target: 1000000.0}
+train: {epochs: 2}
+eval: {num_samples: 50}
+energy: {idle_seconds: 0, warmup_steps: 1}
+generate: {num_images: 0}
+""")
+    (spec,) = expand(load_sweep(sweep))
+    result = run_point(spec).record
+    assert result["status"] == "ok", result["reason"]
+    curve, quality = result["quality_curve"], result["quality"]
+    assert [point["kid"] is None for point in curve] == [True, False]  # scored at the end
+    assert quality["target_reached"] is True
+    assert quality["target_reached_at"]["epoch"] == 2
+    assert quality["energy_to_quality_j"] == curve[-1]["fit_j"]

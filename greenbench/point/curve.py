@@ -6,13 +6,14 @@ A point is taken at the end of every epoch that ran a validation loop (its logge
 Lightning aggregated them; several validations in one epoch give the last) or that is due for
 scoring (``every_n_epochs``, inside the energy callback's ``eval`` window). From the curve come
 ``energy_to_quality_j`` (the training joules until the quality metric first reached a target,
-the energy analogue of time-to-accuracy) and the best point (GAN quality is not monotonic, so
-best and final are both reported).
+``reached``'s ``fit_j``: the energy analogue of time-to-accuracy) and the best point (GAN
+quality is not monotonic, so best and final are both reported).
 
 With ``stop_at_target`` the curve ends fit at the first validation (or scoring) whose metric
 reaches the target: it sets ``trainer.should_stop`` there, as EarlyStopping would, unless the
-epoch budget ends fit at that epoch anyway. Where the target was first reached (``reached``:
-epoch, optimizer step and training batches) is kept whether or not it stops fit.
+epoch budget ends fit at that epoch anyway. The point that first reached the target
+(``reached``: its epoch, optimizer step, training batches and fit_j) is kept whether or not it
+stops fit.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class QualityCurve(Callback):
         self.higher = higher_is_better(metric, mode)
         self.target = target
         self.stop_at_target = stop_at_target and target is not None
-        self.reached: dict[str, int] | None = None  # where the target was first reached
+        self.reached: dict[str, Any] | None = None  # the point that first reached the target
         self.stopped_fit = False  # whether reaching the target ended fit
         # without validation, the metric is what the module logged in training, read at the
         # end of each epoch (quality.source: training)
@@ -113,16 +114,13 @@ class QualityCurve(Callback):
             else:
                 self.non_finite = logged[self.metric]
         point = {"epoch": epoch, "step": step, "fit_j": self.energy.training_joules(),
+                 "batches": module.trainer.fit_loop.epoch_loop.batch_progress.total.ready,
                  "scores": scores, "scored": False}
+        self.points.append(point)
         if score:
             self.complete(point, module)
-        self.points.append(point)
-        if self.reached is None and self.reaches(point["scores"].get(self.metric)):
-            trainer = module.trainer
-            self.reached = {"epoch": epoch, "step": step,
-                            "batches": trainer.fit_loop.epoch_loop.batch_progress.total.ready}
-            if self.stop_at_target and trainer.state.fn == "fit" and trainer.training:
-                self._stop(trainer)
+        else:
+            self._check_target(point, module.trainer)
         return point
 
     def reaches(self, value: float | None) -> bool:
@@ -154,6 +152,17 @@ class QualityCurve(Callback):
             point["scores"][f"{OWN_PREFIX}{name}" if clash else name] = value
         self.seconds += time.perf_counter() - started
         point["scored"] = True
+        self._check_target(point, module.trainer)
+
+    def _check_target(self, point: dict[str, Any], trainer: Trainer) -> None:
+        """Keep ``point`` as where the target was first reached if it is (its scores are
+        complete: the module's metric, and greenbench's once scored), and stop fit there when
+        asked to."""
+        if self.reached is not None or not self.reaches(point["scores"].get(self.metric)):
+            return
+        self.reached = point
+        if self.stop_at_target and trainer.state.fn == "fit" and trainer.training:
+            self._stop(trainer)
 
     def record(self) -> list[dict[str, Any]]:
         """The curve as records keep it: epoch, step, fit_j, the headline scores and the
@@ -174,16 +183,3 @@ def best_point(points: list[dict[str, Any]], metric: str = "kid", mode: str | No
         return None
     pick = max if higher_is_better(metric, mode) else min
     return pick(scored, key=lambda p: p["scores"][metric])
-
-
-def energy_to_quality(points: list[dict[str, Any]], target: float | None, metric: str = "kid",
-                      mode: str | None = None) -> float | None:
-    """Training joules spent until ``metric`` first reached ``target``; None if it never did."""
-    if target is None:
-        return None
-    higher = higher_is_better(metric, mode)
-    for point in points:
-        value = point["scores"].get(metric)
-        if value is not None and (value >= target if higher else value <= target):
-            return point["fit_j"]
-    return None

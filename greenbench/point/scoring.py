@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from greenbench.data import ImageData
-from greenbench.point.curve import QualityCurve, best_point, energy_to_quality
+from greenbench.point.curve import QualityCurve, best_point
 from greenbench.quality.evaluate import EvalData, EvalSettings, evaluate
 from greenbench.quality.extractor import ACCURACY_FLOOR, Extractor, load_or_build
 from greenbench.records import HIGHER_IS_BETTER, last_line
@@ -113,18 +113,19 @@ def quality_record(final: dict[str, Any], curve: QualityCurve, extractor: Extrac
     training joules to the target (measured at the point that first reached it), the target,
     whether and where it was reached (epoch, optimizer step, training batches), and which
     metric in which direction all this ranks by."""
-    metric, mode = quality["metric"], quality["mode"]
+    metric, mode, reached = quality["metric"], quality["mode"], curve.reached
     best = best_point(curve.points, metric, mode)
     return {
         "final": {"epoch": final["epoch"], **final["scores"]},
         "best": {"epoch": best["epoch"], **best["scores"]} if best else None,
         "extractor": extractor.record() if extractor is not None else None,
         "withheld": withheld,
-        "energy_to_quality_j": energy_to_quality(curve.points, quality["target"], metric, mode),
+        "energy_to_quality_j": reached["fit_j"] if reached else None,
         "target": quality["target"],
         # whether the metric reached the target, and where first (None: no target)
-        "target_reached": None if quality["target"] is None else curve.reached is not None,
-        "target_reached_at": curve.reached,
+        "target_reached": None if quality["target"] is None else reached is not None,
+        "target_reached_at": {key: reached[key] for key in ("epoch", "step", "batches")}
+        if reached else None,
         "metric": metric,
         "mode": mode,
         # where the metric comes from: greenbench's scores of samples, or what the module
