@@ -108,11 +108,11 @@ def test_quality_improves_with_training_along_the_curve(model: str, curves: dict
     assert quality["energy_to_quality_j"] == (reached["fit_j"] if reached else None)
     windows = record["energy"]["windows"]
     # Each point's training energy is all of it up to that point, the epoch in progress too:
-    # the last point is the end of training, the first well past warm-up (two of its batches;
-    # not a share of the total: on a CPU shared with other tests, a load estimate makes one
-    # epoch cost several times another).
+    # the last point is the end of training, the first past warm-up (two of its batches). No
+    # ratio to warm-up: on a CPU shared with other tests a load estimate makes the two warm-up
+    # batches cost as much as the rest of an epoch.
     assert curve[-1]["fit_j"] == pytest.approx(windows["fit"]["total_j"], rel=0.02)
-    assert curve[0]["fit_j"] > 1.5 * windows["warmup"]["total_j"]
+    assert curve[0]["fit_j"] > windows["warmup"]["total_j"]
     # The evaluations ran inside the eval window, none in train.
     assert windows["eval"]["duration_s"] > 0
     assert windows["train"]["samples"] + windows["warmup"]["samples"] == record["train"][
