@@ -13,6 +13,9 @@ real hardware, so that code which assumes kinder behaviour fails its tests:
 * **MIG.** A GPU given ``mig_instances`` has MIG mode on; each instance is a MIG device handle,
   found by its ``MIG-`` UUID, with no energy counter or power of its own
   (``nvmlDeviceGetDeviceHandleFromMigDeviceHandle`` leads to its GPU).
+* **Compute processes**: each GPU and MIG instance lists the pids in its ``processes`` (a GPU's
+  handle lists its instances' too), or raises its ``processes_error``.
+* **What was asked of which device**: ``device_calls`` counts calls by (UUID, function).
 * **Calls take time**: each call advances the clock by ``call_s``, plus any delay queued for that
   function in ``slow``.
 * **The session**: ``nvmlInit``/``nvmlShutdown`` count references in the binding's
@@ -32,6 +35,7 @@ import math
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -90,6 +94,7 @@ class FakeMig:
     def __init__(self, uuid: str, parent: FakeGpu) -> None:
         self.uuid, self.parent = uuid, parent
         self.name = f"{parent.name} MIG 1g.18gb"
+        self.processes: list[int] = []
 
 
 class FakeGpu:
@@ -112,6 +117,7 @@ class FakeGpu:
         temperature_c: int | None = 45,
         sm_clock_mhz: int | None = 1980,
         pstate: int | None = 0,
+        processes: Sequence[int] = (),
     ) -> None:
         self.uuid, self.name, self.power_limit_mw = uuid, name, power_limit_mw
         self.energy_mj = energy_mj
@@ -121,6 +127,7 @@ class FakeGpu:
         self.power_supported, self.power_read_gain = power_supported, power_read_gain
         self.migs = [FakeMig(mig, self) for mig in mig_instances]
         self.temperature_c, self.sm_clock_mhz, self.pstate = temperature_c, sm_clock_mhz, pstate
+        self.processes, self.processes_error = list(processes), None  # an Exception to raise
         self.energy_errors: list[Exception] = []  # raised by the next counter reads
         self.power_errors: list[Exception] = []  # raised by the next power reads
         self.clock: FakeClock | RealClock | None = None  # the fake NVML's, once it has one
@@ -224,6 +231,7 @@ class FakeNvml:
         self.power_failures: dict[int, Exception] = {}  # by number of the power read, from 1
         self.power_read_event = threading.Event()  # set once power_reads reaches wake_at
         self.wake_at = 0
+        self.device_calls: Counter[tuple[str, str]] = Counter()  # by (UUID, function)
 
     def install(self, monkeypatch: Any) -> FakeNvml:
         """Replace pynvml's functions with this fake's, and hide the real GPU list."""
@@ -266,9 +274,11 @@ class FakeNvml:
     def _event(self, name: str) -> None:
         self.events.append({"event": name, "pid": os.getpid(), "refcount": self.refcount})
 
-    def _call(self, name: str) -> None:
+    def _call(self, name: str, handle: FakeGpu | FakeMig | None = None) -> None:
         """Every device call: it takes time, and needs this process's own session."""
         self._tick(name)
+        if handle is not None:
+            self.device_calls[getattr(handle, "uuid", repr(handle)), name] += 1
         if self.refcount == 0:
             raise nvml_error(pynvml.NVML_ERROR_UNINITIALIZED)
         if self.session_pid != os.getpid():
@@ -306,46 +316,51 @@ class FakeNvml:
         raise nvml_error(pynvml.NVML_ERROR_NOT_FOUND)
 
     def nvmlDeviceGetIndex(self, handle: FakeGpu | FakeMig) -> int:
-        self._call("nvmlDeviceGetIndex")
+        self._call("nvmlDeviceGetIndex", handle)
         if isinstance(handle, FakeMig):
             raise nvml_error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return self.gpus.index(handle)
 
     def nvmlDeviceGetName(self, handle: FakeGpu | FakeMig) -> str | bytes:
-        self._call("nvmlDeviceGetName")
+        self._call("nvmlDeviceGetName", handle)
         return handle.name
 
     def nvmlDeviceGetUUID(self, handle: FakeGpu | FakeMig) -> str:
-        self._call("nvmlDeviceGetUUID")
+        self._call("nvmlDeviceGetUUID", handle)
         return handle.uuid
 
     def nvmlDeviceGetEnforcedPowerLimit(self, handle: FakeGpu) -> int:
-        self._call("nvmlDeviceGetEnforcedPowerLimit")
+        self._call("nvmlDeviceGetEnforcedPowerLimit", handle)
         return self._gpu(handle).power_limit_mw
 
     def nvmlDeviceGetMigMode(self, handle: FakeGpu) -> list[int]:
-        self._call("nvmlDeviceGetMigMode")
+        self._call("nvmlDeviceGetMigMode", handle)
         enabled = int(bool(self._gpu(handle).migs))
         return [enabled, enabled]
 
     def nvmlDeviceIsMigDeviceHandle(self, handle: FakeGpu | FakeMig) -> int:
-        self._call("nvmlDeviceIsMigDeviceHandle")
+        self._call("nvmlDeviceIsMigDeviceHandle", handle)
         return int(isinstance(handle, FakeMig))
 
     def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, handle: FakeMig) -> FakeGpu:
-        self._call("nvmlDeviceGetDeviceHandleFromMigDeviceHandle")
+        self._call("nvmlDeviceGetDeviceHandleFromMigDeviceHandle", handle)
         if not isinstance(handle, FakeMig):
             raise nvml_error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return handle.parent
 
-    def nvmlDeviceGetComputeRunningProcesses(self, handle: FakeGpu) -> list[Any]:
-        self._call("nvmlDeviceGetComputeRunningProcesses")
-        return []
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: FakeGpu | FakeMig) -> list[Any]:
+        self._call("nvmlDeviceGetComputeRunningProcesses", handle)
+        if isinstance(handle, FakeGpu) and handle.processes_error is not None:
+            raise handle.processes_error
+        migs = handle.migs if isinstance(handle, FakeGpu) else []
+        pids = handle.processes + [pid for mig in migs for pid in mig.processes]
+        return [SimpleNamespace(pid=pid, usedGpuMemory=1 << 30, gpuInstanceId=0xFFFFFFFF,
+                                computeInstanceId=0xFFFFFFFF) for pid in pids]
 
     # -- energy and power ------------------------------------------------------------------
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: FakeGpu | FakeMig) -> int:
-        self._call("nvmlDeviceGetTotalEnergyConsumption")
+        self._call("nvmlDeviceGetTotalEnergyConsumption", handle)
         if isinstance(handle, FakeMig) or handle.energy_mj is None:
             raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
         if handle.energy_errors:
@@ -353,12 +368,12 @@ class FakeNvml:
         return handle.counter_mj(self.clock.t)
 
     def nvmlDeviceGetPowerUsage(self, handle: FakeGpu | FakeMig) -> int:
-        self._call("nvmlDeviceGetPowerUsage")
+        self._call("nvmlDeviceGetPowerUsage", handle)
         gpu = self._power_read(handle)
         return round(gpu.averaged_mw(self.clock.t) * gpu.power_read_gain)
 
     def nvmlDeviceGetFieldValues(self, handle: FakeGpu | FakeMig, field_ids: list) -> list:
-        self._call("nvmlDeviceGetFieldValues")
+        self._call("nvmlDeviceGetFieldValues", handle)
         values = []
         for entry in field_ids:
             field_id, scope = entry if isinstance(entry, tuple) else (entry, 0)
@@ -391,19 +406,19 @@ class FakeNvml:
     # -- telemetry -------------------------------------------------------------------------
 
     def nvmlDeviceGetTemperature(self, handle: FakeGpu, sensor: int) -> int:
-        self._call("nvmlDeviceGetTemperature")
+        self._call("nvmlDeviceGetTemperature", handle)
         if sensor != pynvml.NVML_TEMPERATURE_GPU:
             raise nvml_error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return self._supported(self._gpu(handle).temperature_c)
 
     def nvmlDeviceGetClockInfo(self, handle: FakeGpu, clock_type: int) -> int:
-        self._call("nvmlDeviceGetClockInfo")
+        self._call("nvmlDeviceGetClockInfo", handle)
         if clock_type != pynvml.NVML_CLOCK_SM:  # the graphics clock is another number
             return 1
         return self._supported(self._gpu(handle).sm_clock_mhz)
 
     def nvmlDeviceGetPerformanceState(self, handle: FakeGpu) -> int:
-        self._call("nvmlDeviceGetPerformanceState")
+        self._call("nvmlDeviceGetPerformanceState", handle)
         return self._supported(self._gpu(handle).pstate)
 
     @staticmethod

@@ -80,14 +80,14 @@ def test_counter_path_sums_devices_exactly(monkeypatch: pytest.MonkeyPatch) -> N
     common = {"matched_by": "index", "cuda_device_order": "FASTEST_FIRST", "mig_uuid": None,
               "scope": None, "sharing": [], "source": NVML_COUNTER, "counter_error": None,
               "power_reading": "instant", "period_basis": "counter_updates",
-              "cross_check_fault": None}
+              "cross_check_fault": None, "processes": [], "processes_error": None}
     assert details["power_reading"] == "instant" and details["scope"] is None
     assert [d.pop("period_s") for d in details["devices"]] == [pytest.approx(0.1)] * 2
     assert details["devices"] == [
         {"requested": [0], "label": "cuda:0", "index": 0, "uuid": UUIDS[0],
-         "name": "NVIDIA A100-SXM4-80GB", "power_limit_w": 400.0, **common},
+         "name": "NVIDIA A100-SXM4-80GB", "power_limit_w": 400.0, "energy_j": 252.0, **common},
         {"requested": [1], "label": "cuda:1", "index": 1, "uuid": UUIDS[1],
-         "name": "NVIDIA H100 80GB HBM3", "power_limit_w": 700.0, **common},
+         "name": "NVIDIA H100 80GB HBM3", "power_limit_w": 700.0, "energy_j": 100.0, **common},
     ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -481,3 +482,29 @@ def test_real_gpu_a_point_forked_after_the_server_imports_reads_the_counter() ->
     source, joules, faults = result["child"]
     assert faults == 0 and joules is not None and joules > 0, result
     assert source in (NVML_COUNTER, NVML_SAMPLING)
+
+
+@pytest.mark.gpu
+def test_real_gpu_lists_this_process_and_is_not_shared_because_of_it() -> None:
+    me = os.getpid()
+    device = torch.device("cuda", 0)
+    held = torch.ones(1 << 20, device=device)  # a CUDA context: NVML lists this process now
+    torch.cuda.synchronize(device)
+    meter = NvmlMeter([nvml_device(device)], own_pids={me})
+    meter.start()
+    details = meter.details()
+    meter.stop()
+    del held
+    (found,) = details["devices"]
+    if found["processes"] is None:  # on a MIG GPU only a privileged caller lists its processes
+        assert found["scope"] == SHARED_DEVICE, found["processes_error"]
+        pytest.skip(f"the GPU is shared (MIG) and {found['processes_error']}")
+    listed = found["processes"]
+    named = [int(pid) for why in found["sharing"] if "compute processes" in why
+             for pid in re.search(r"\(pids ([\d, ]+)", why).group(1).split(",") if pid.strip()]
+    assert me not in named, found["sharing"]
+    if me in listed:  # the run's pid namespace: exactly the other pids are foreign
+        assert sorted(named) == sorted(set(listed) - {me}), found
+    else:  # NVML gives the pids of another (the host's) namespace: ours is one of them
+        assert listed, found
+        assert bool(named) == (len(listed) > 1), found

@@ -1,7 +1,9 @@
 """GPU energy from NVML, behind greenbench's meter interface.
 
 ``NvmlMeter`` measures the energy of the GPUs a run uses, as one ``gpu`` component (the sum over
-its devices), and keeps per-device detail for ``details()``.
+its devices), and keeps per-device detail for ``details()``: each device's ``energy_j`` since
+``start()`` as of the latest reading, to the millijoule (exactly the total's terms on the counter
+path; within half a millijoule each on the sampling path, whose total is not rounded).
 
 Design:
 
@@ -36,7 +38,12 @@ Design:
   ``start()``, after the probe.
 * **Whose energy.** NVML's counter and power belong to a whole GPU. A MIG instance is measured
   through its GPU, and it, or a GPU with MIG mode on, is marked ``scope: shared_device`` (in
-  ``details()`` and on every reading, with the reason): the figure is every tenant's.
+  ``details()`` and on every reading, with the reason): the figure is every tenant's. So is a
+  GPU on which, at ``start()``, NVML lists compute processes that are not the run's
+  (``own_pids``, by default this process; the list is each device's ``processes``, None with
+  ``processes_error`` where it cannot be read, which marks nothing). In a container NVML may
+  give host pids, so that none matches: then the GPU is shared only when more processes are
+  listed than the run has. A MIG instance's list is its whole GPU's.
 * **Telemetry.** ``telemetry()`` (temperature, SM clock, enforced power limit, performance
   state per device) and ``temperatures()`` read NVML now; what cannot be read is None.
 * **Device numbering.** An int is a CUDA device index as torch numbers devices: the i-th entry
@@ -76,7 +83,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from greenbench.energy.meters import GPU, NVML_COUNTER, NVML_SAMPLING, Meter, Reading
@@ -88,6 +95,7 @@ from greenbench.energy.nvml_devices import (
     describe_error,
     initialise_nvml,
     normalise_spec,
+    note_processes,
     nvml_text,
     open_device,
     parse_visible_devices,
@@ -128,18 +136,22 @@ class NvmlMeter(Meter):
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         force_sampling: bool = False,
+        own_pids: Collection[int] | None = None,
     ) -> None:
         """``devices``: CUDA indices (as torch numbers them) or UUIDs. ``sample_hz``: power
         sampling rate (the measurement where there is no energy counter, the cross-check where
         there is). ``clock``: monotonic seconds, for sample times and the counter probe;
         ``sleep``: how the probe waits, in ``clock``'s seconds. ``force_sampling``: measure by
-        sampled power even where the counter works (to compare the two paths)."""
+        sampled power even where the counter works (to compare the two paths). ``own_pids``: the
+        run's processes, whose compute processes on a GPU do not make it shared (None: the
+        process that calls ``start()``)."""
         sample_hz = float(sample_hz)
         if not (math.isfinite(sample_hz) and 0 < sample_hz <= MAX_SAMPLE_HZ):
             raise ValueError(f"sample_hz must be in (0, {MAX_SAMPLE_HZ:g}], got {sample_hz!r}")
         self._requested = [normalise_spec(spec) for spec in devices]
         self.sample_hz = sample_hz
         self.force_sampling = force_sampling
+        self._own_pids = None if own_pids is None else frozenset(map(int, own_pids))
         self._clock = clock
         self._sleep = sleep
         self._period = 1.0 / sample_hz
@@ -264,7 +276,9 @@ class NvmlMeter(Meter):
         visible = parse_visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"))
         for spec in self._requested:
             add_device(self._devices, open_device(pynvml, spec, visible))
+        own_pids = {os.getpid()} if self._own_pids is None else self._own_pids
         for dev in self._devices:
+            note_processes(pynvml, dev, own_pids)
             self._choose_path(dev)
         probe_counter_periods(
             pynvml, [dev for dev in self._devices if dev.counted], self._clock, self._sleep
@@ -327,6 +341,8 @@ class NvmlMeter(Meter):
         checks = [dev.cross_check_j() for dev in counted]
         checked = bool(checks) and None not in checks
         scope, scope_reason = self._scope_locked()
+        for dev in self._devices:
+            dev.read_j = dev.joules()
         return {
             GPU: Reading(
                 joules=sum(dev.joules() for dev in self._devices),

@@ -1,13 +1,13 @@
 """The NVML side of the GPU meter: one measured device and its state, how a device is named and
 opened (CUDA indices, UUIDs with or without their ``GPU-``/``MIG-`` prefix,
-``CUDA_VISIBLE_DEVICES``, UUID prefixes), whether its energy is the run's alone (MIG), and small
-helpers for NVML's return values."""
+``CUDA_VISIBLE_DEVICES``, UUID prefixes), whether its energy is the run's alone (MIG, compute
+processes of others), and small helpers for NVML's return values."""
 
 from __future__ import annotations
 
 import operator
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,8 +35,13 @@ class Device:
     matched_by: str = "index"  # "uuid": exact; "index": through the CUDA device order
     cuda_device_order: str | None = None  # by index: the order it was read in
     mig_uuid: str | None = None  # the MIG instance asked for, where one was
-    # Why this GPU's energy is not the run's alone (a MIG instance, MIG mode on); empty: it is.
+    # Why this GPU's energy is not the run's alone (a MIG instance, MIG mode on, others'
+    # processes); empty: it is.
     sharing: list[str] = field(default_factory=list)
+    # The compute processes NVML listed on it at start (pids), None when they could not be.
+    processes: list[int] | None = None
+    processes_error: str | None = None  # why they could not be listed
+    read_j: float | None = None  # its joules at the latest read, None before one
     source: str = NVML_SAMPLING
     counter_error: str | None = None  # why the counter is not used, if it is not
     power_reading: str | None = None  # nvml_power.INSTANT or AVERAGED_1S, once power was read
@@ -100,6 +105,10 @@ class Device:
             "period_s": self.period_s,
             "period_basis": self.period_basis,
             "cross_check_fault": self.cross_check_fault,
+            "processes": None if self.processes is None else list(self.processes),
+            "processes_error": self.processes_error,
+            # to the millijoule, the counter's unit (so exact on the counter path)
+            "energy_j": None if self.read_j is None else round(self.read_j, 3),
         }
 
 
@@ -186,6 +195,38 @@ def whole_gpu(nv: Any, handle: Any) -> tuple[Any, str | None, list[str]]:
             "MIG mode is on: the GPU is split into instances, and NVML's energy and power "
             "are all of them together"]
     return handle, None, []
+
+
+def note_processes(nv: Any, dev: Device, own_pids: Collection[int]) -> None:
+    """List the compute processes NVML sees on ``dev`` (on ``dev.handle``: for a MIG instance,
+    its whole GPU, which is marked shared anyway) into ``dev.processes``, and mark the device
+    shared when some are not the run's. A list that cannot be read is noted, nothing more.
+
+    NVML may report the pids of another PID namespace (a container's processes by their host
+    pids), so that none of the run's matches: then only more processes than the run has mark the
+    device shared. Once one listed pid is the run's, every other one is foreign."""
+    try:
+        listed = nv.nvmlDeviceGetComputeRunningProcesses(dev.handle)
+    except Exception as exc:  # NVMLError_NotSupported, NoPermission, or any other error
+        dev.processes_error = f"compute processes cannot be listed: {describe_error(exc)}"
+        return
+    pids = list(dict.fromkeys(int(_plain(process.pid)) for process in listed))
+    dev.processes = pids
+    own = set(own_pids)
+    foreign = [pid for pid in pids if pid not in own]
+    if not foreign:
+        return
+    shown = ", ".join(str(pid) for pid in foreign)
+    if len(foreign) < len(pids):
+        why = f"(pids {shown})"
+    elif len(pids) > len(own):
+        why = (f"(pids {shown}, which may be pids from another PID namespace: "
+               f"{len(pids)} listed, the run has {len(own)})")
+    else:  # perhaps the run's own processes, numbered in another PID namespace
+        return
+    reason = f"NVML lists compute processes on this GPU that are not the run's {why}"
+    if reason not in dev.sharing:
+        dev.sharing.append(reason)
 
 
 def handle_by_uuid(nv: Any, uuid: str) -> tuple[Any, int | None]:
