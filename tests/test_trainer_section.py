@@ -126,8 +126,16 @@ BAD = {  # (trainer section or grid, what the one line says)
                          "trainer.max_epochs: set train.epochs instead"),
     "precision": ("trainer: {precision: bf16-mixed}\n",
                   "trainer.precision: set it as the precision axis instead"),
-    "several devices": ("trainer: {devices: 2}\n", "trainer.devices: a point runs on one "
-                        "device"),
+    "several nodes": ("trainer: {num_nodes: 2}\n", "trainer.num_nodes: a point runs on one "
+                      "node"),
+    "devices by index": ("trainer: {devices: [0, 1]}\n", "trainer.devices: [0, 1] is not a "
+                         "number of devices; give how many a point runs on"),
+    "no devices": ("grid: {trainer.devices: [2, 0]}\n", "grid.trainer.devices: 0 is not a "
+                   "number of devices"),
+    "a strategy misspelt": ("trainer: {strategy: dpp}\n", "trainer.strategy: 'dpp' is not a "
+                            "strategy Lightning knows by name; did you mean 'ddp'?"),
+    "a strategy that starts its own processes": (
+        "trainer: {strategy: xla}\n", "trainer.strategy: xla starts its processes its own way"),
     "an unknown keyword": (
         "trainer: {gradient_clip_vall: 1.0}\n",
         "trainer.gradient_clip_vall: lightning.pytorch.Trainer has no argument "

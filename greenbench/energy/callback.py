@@ -78,6 +78,11 @@ class EnergyCallback(Callback):
             within 3 degrees of ``reference_temperature_c`` (default: their temperature when
             the wait begins, so a first run waits for nothing); what was found is recorded.
         reference_temperature_c: the temperature a sweep's first point started at.
+        all_ranks: on several devices, measure every rank's GPU on this node from local rank 0
+            (summed, each counted once, the other ranks measuring nothing); by default each
+            rank measures its own GPU.
+        own_pids: the processes of this run (its ranks'); a GPU on which NVML lists compute
+            processes other than these is marked ``shared_device``. Default: this process.
         baseline: an idle baseline measured before (a result's ``baseline`` section with the
             ``window`` it describes, as a sweep passes from point to point): used instead of
             measuring one, so no ``idle_seconds`` are spent.
@@ -96,6 +101,8 @@ class EnergyCallback(Callback):
         min_window_periods: float = MIN_WINDOW_PERIODS,
         cooldown_s: float = 0.0,
         reference_temperature_c: float | None = None,
+        all_ranks: bool = False,
+        own_pids: Sequence[int] | None = None,
     ):
         if idle_seconds < 0 or warmup_steps < 0 or sample_hz <= 0:
             raise ValueError("idle_seconds and warmup_steps must be >= 0, sample_hz > 0")
@@ -110,6 +117,8 @@ class EnergyCallback(Callback):
         self.min_window_periods = min_window_periods
         self.cooldown_s = cooldown_s
         self.reference_temperature_c = reference_temperature_c
+        self.all_ranks = all_ranks
+        self.own_pids = list(own_pids) if own_pids is not None else None
         self._cooldown: dict[str, Any] | None = None
         self._idle_taken_at: datetime | None = None
         self._fit_started_at: datetime | None = None
@@ -291,9 +300,16 @@ class EnergyCallback(Callback):
     # -- internals ---------------------------------------------------------------------------
 
     def _default_meters(self, trainer: Trainer) -> list[Meter]:
-        device = trainer.strategy.root_device
+        devices = [trainer.strategy.root_device]
+        if self.all_ranks and trainer.local_rank == 0:
+            devices = getattr(trainer.strategy, "parallel_devices", None) or devices
+        elif self.all_ranks:
+            why = "measured by the node's local rank 0, for every rank"
+            return [NotMeasuredHere(NvmlMeter.components, why),
+                    NotMeasuredHere(CodeCarbonMeter.components, why)]
         meters: list[Meter] = [
-            NvmlMeter([nvml_device(device)] if device.type == "cuda" else [], self.sample_hz)
+            NvmlMeter([nvml_device(device) for device in devices if device.type == "cuda"],
+                      self.sample_hz, own_pids=self.own_pids)
         ]
         if trainer.local_rank == 0:  # node-level components: one process per node measures
             meters.append(

@@ -152,10 +152,12 @@ class EnergyMonitor:
         finally:
             self.switch(previous)
 
-    def count_samples(self, samples: int) -> None:
-        """Credit training samples to the current phase (warmup or train)."""
-        if self._phase in TRAINING_PHASES:
-            self._tallies[self._phase].samples += samples
+    def count_samples(self, samples: int, phase: str | None = None) -> None:
+        """Credit training samples to ``phase`` (warmup or train; default: the current phase,
+        when it is one of those)."""
+        phase = phase or self._phase
+        if phase in TRAINING_PHASES:
+            self._tallies[phase].samples += samples
 
     def stop(self) -> None:
         """End the current phase and stop every meter; idempotent."""

@@ -28,12 +28,14 @@ from greenbench.energy.callback import EnergyCallback
 from greenbench.energy.carbon import resolve_intensity
 from greenbench.energy.monitor import MIN_WINDOW_PERIODS
 from greenbench.models import plugins
-from greenbench.point import generation
+from greenbench.point import generation, ranks
 from greenbench.point.curve import QualityCurve
 from greenbench.point.flops import StepFlops
 from greenbench.point.images import grid_png
 from greenbench.point.pilot import PilotProbe
 from greenbench.point.preparation import ScoringPreparation
+from greenbench.point.rank_sync import RankSync
+from greenbench.point.ranks import DONE, VALIDATE
 from greenbench.point.scoring import Scorer, missing_metric, quality_record
 from greenbench.point.subset import TrainingSubset
 from greenbench.point.trainer import BUDGET, TARGET, checkpoint_files, make_trainer
@@ -68,8 +70,16 @@ def run_point(spec: RunSpec) -> PointResult:
         # the sweep file's folder stays importable while the point runs: a user's module may
         # import more of its own package lazily, in a hook or a DataLoader worker
         with tempfile.TemporaryDirectory(prefix="greenbench-point-") as scratch, \
-                plugins.importable_from(spec.import_path):
-            status, reason = _run(spec, result, Path(scratch))
+                plugins.importable_from(spec.import_path), \
+                ranks.started(spec, Path(scratch)) as others:
+            try:
+                status, reason = _run(spec, result, Path(scratch), others)
+            except Exception:
+                # a rank that failed first is the cause: rank 0's error is its peer gone
+                if others is None or _rank_failure(others) is None:
+                    raise
+                traceback.print_exc()
+                status, reason = FAILED, _rank_failure(others)
     except Exception as error:  # any failure of the point is its outcome, recorded
         traceback.print_exc()
         status, reason = FAILED, last_line(error)
@@ -79,7 +89,8 @@ def run_point(spec: RunSpec) -> PointResult:
     return result
 
 
-def _run(spec: RunSpec, result: PointResult, scratch: Path) -> tuple[str, str | None]:
+def _run(spec: RunSpec, result: PointResult, scratch: Path, others: ranks.Ranks | None
+         ) -> tuple[str, str | None]:
     config, record, timings = spec.config, result.record, result.record["timings"]
     quality = quality_settings(config)
     started = time.perf_counter()
@@ -96,7 +107,7 @@ def _run(spec: RunSpec, result: PointResult, scratch: Path) -> tuple[str, str | 
     generative = plugins.is_generative(model_class)
     monitor = TrainingMonitor(max_batches=config["steps"])
     (scratch / "codecarbon").mkdir()
-    energy = _energy_callback(spec, scratch / "codecarbon")
+    energy = _energy_callback(spec, scratch / "codecarbon", others)
     flops = StepFlops()
     scorer = Scorer(config) if generative else None
     own_metric = quality["metric"] not in HIGHER_IS_BETTER  # one the module logs
@@ -106,9 +117,11 @@ def _run(spec: RunSpec, result: PointResult, scratch: Path) -> tuple[str, str | 
                          stop_at_target=bool(config.get(STOP_AT_TARGET_KEY)))
     preparation = ScoringPreparation(scorer, subset, has_val_data, timings)
     probe = PilotProbe(energy, spec.pilot.get("batches")) if spec.pilot is not None else None
+    sync = RankSync(energy.warmup_steps, monitor, energy)  # the last: every rank's decisions one
     trainer, stop = make_trainer(
         config.get(TRAINER_KEY), config["precision"], config["epochs"],
-        own=[monitor, energy, flops, curve, *([probe] if probe else [])], before=[preparation],
+        own=[monitor, energy, flops, curve, *([probe] if probe else []), sync],
+        before=[preparation],
         root_dir=scratch / "trainer",
         # a pilot's loggers write a run of their own, never over its point's
         run_id=spec.run_id if spec.pilot is None else f"{spec.run_id}-pilot",
@@ -133,7 +146,8 @@ def _run(spec: RunSpec, result: PointResult, scratch: Path) -> tuple[str, str | 
         record["train"] = {
             "batches": monitor.batches,
             "optimizer_steps": trainer.global_step,
-            "samples_seen": monitor.samples,
+            "samples_seen": monitor.samples,  # every rank's
+            **_parallelism(trainer, config.get(TRAINER_KEY)),
             "final_losses": monitor.final_losses(),
             **stopped(monitor, stop, by_target=curve.stopped_fit),
             "additions": [],
@@ -141,11 +155,14 @@ def _run(spec: RunSpec, result: PointResult, scratch: Path) -> tuple[str, str | 
         record["flops_per_step"] = flops.flops_per_step
         if probe is not None:
             record["pilot"] = probe.summary()
+        final = curve.points[-1] if curve.points else None
+        unscored = final is None or final["step"] != trainer.global_step
+        # after fit, the other ranks validate with rank 0, or end
+        sync.tell(VALIDATE if validates and unscored and not monitor.diverged else DONE)
         if monitor.diverged:
             return DIVERGED, monitor.divergence
 
-        final = curve.points[-1] if curve.points else None
-        if final is None or final["step"] != trainer.global_step:
+        if unscored:
             logged = None
             if validates:  # after fit: the energy callback measures it as eval
                 trainer.validate(model, datamodule=datamodule, verbose=False)
@@ -200,6 +217,14 @@ def _collect(spec: RunSpec, result: PointResult, energy: EnergyCallback,
         record["train"]["checkpoints"] = [f"checkpoints/{spec.run_id}/{name}" for name in written]
 
 
+def _rank_failure(others: ranks.Ranks, wait_s: float = 2.0) -> str | None:
+    """Why a rank failed, waiting a moment for one whose peer (rank 0) already saw it go."""
+    deadline = time.monotonic() + wait_s
+    while (failure := others.failure()) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return failure
+
+
 def stopped(monitor: TrainingMonitor, stop: dict[str, Any], by_target: bool = False
             ) -> dict[str, Any]:
     """Who ended fit, and when: ``train.stopped_by`` (a callback's class name, ``budget``,
@@ -216,6 +241,46 @@ def stopped(monitor: TrainingMonitor, stop: dict[str, Any], by_target: bool = Fa
         return {"stopped_by": TARGET if by_target else stop["by"],
                 "stopped_at": {"epoch": stop["epoch"], "batches": stop["batches"]}}
     return {"stopped_by": BUDGET, "stopped_at": ended}
+
+
+def follow(spec: RunSpec) -> None:
+    """A rank above 0 of a point on several devices (``ranks``): the same data, model and
+    Trainer as rank 0, and training alone; rank 0 measures, scores and writes the record."""
+    config = spec.config
+    with tempfile.TemporaryDirectory(prefix="greenbench-rank-") as scratch, \
+            plugins.importable_from(spec.import_path):
+        seed_everything(config["seed"], verbose=False)
+        datamodule, _ = _data_module(spec)
+        model_class, init_args = _model_class(config, datamodule)
+        model = model_class(**init_args)
+        TrainingSubset(datamodule, config["data_fraction"], config["seed"])
+        monitor = TrainingMonitor(max_batches=config["steps"])
+        sync = RankSync(spec.energy["warmup_steps"], monitor)
+        trainer, _ = make_trainer(config.get(TRAINER_KEY), config["precision"], config["epochs"],
+                                  own=[monitor, sync], before=[],
+                                  root_dir=Path(scratch) / "trainer", run_id=spec.run_id,
+                                  hyperparameters={})
+        trainer.fit(model, datamodule=datamodule)
+        if sync.told() == VALIDATE:
+            trainer.validate(model, datamodule=datamodule, verbose=False)
+
+
+def _parallelism(trainer: Any, section: dict[str, Any] | None) -> dict[str, Any]:
+    """How many processes trained, with which strategy, on which devices (rank by rank: the
+    index, and for a GPU its UUID and name)."""
+    devices = getattr(trainer.strategy, "parallel_devices", None) or \
+        [trainer.strategy.root_device]
+    described = []
+    for rank, device in enumerate(devices):
+        entry = {"rank": rank, "type": device.type, "index": device.index}
+        if device.type == "cuda":
+            properties = torch.cuda.get_device_properties(device)
+            entry.update(uuid=str(getattr(properties, "uuid", "") or "") or None,
+                         name=properties.name)
+        described.append(entry)
+    requested = (section or {}).get("strategy", "auto")
+    return {"world_size": trainer.world_size, "strategy": requested,
+            "strategy_run": type(trainer.strategy).__name__, "devices": described}
 
 
 def _not_a_sampler(model_class: type) -> str | None:
@@ -280,9 +345,12 @@ def _dotted(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _energy_callback(spec: RunSpec, codecarbon_dir: Path) -> EnergyCallback:
+def _energy_callback(spec: RunSpec, codecarbon_dir: Path, others: ranks.Ranks | None
+                     ) -> EnergyCallback:
     energy = spec.energy
     return EnergyCallback(
+        # on several devices, rank 0 measures every rank's GPU; whose processes they are
+        all_ranks=True, own_pids=others.pids if others is not None else None,
         idle_seconds=energy["idle_seconds"],
         warmup_steps=energy["warmup_steps"],
         sample_hz=energy["sample_hz"],

@@ -7,6 +7,9 @@ point's log, and time inside the measured windows), no logger and no checkpointi
 user asks for them (a default logger and checkpoint would write files nobody asked for, and
 spend energy doing it). The keywords greenbench owns (``OWNED``) are refused before any point
 runs, each with where its setting goes. ``default_root_dir`` is the point's own scratch folder.
+``devices`` is 1 unless the section says otherwise; for more, greenbench starts the ranks itself
+(``ranks``): the Trainer gets Lightning's own cluster environment, and a spawn or fork strategy
+its ``ddp`` form.
 
 The user's callbacks run in the point as Lightning runs them, inside the measured windows: their
 cost is part of the user's training. ``MeasuredTrainer`` notes who ended fit before its budget:
@@ -25,8 +28,10 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.environments import LightningEnvironment
 
 from greenbench.models import plugins
+from greenbench.point import ranks
 
 # Trainer keywords a sweep may not set: what to do instead.
 OWNED = {
@@ -35,9 +40,7 @@ OWNED = {
     "max_steps": "set train.steps instead (training batches)",
     "max_time": "set train.epochs or train.steps instead (a point's budget is epochs or "
                 "batches)",
-    "devices": "a point runs on one device; greenbench chooses it",
-    "num_nodes": "a point runs on one node",
-    "strategy": "a point runs on one device, with Lightning's default strategy",
+    "num_nodes": "a point runs on one node (devices: N runs it on N devices of the node)",
     "default_root_dir": "greenbench gives each point a folder of its own (checkpoints go to "
                         "checkpoints/<run_id>/ in the sweep folder)",
 }
@@ -119,7 +122,12 @@ def make_trainer(section: dict[str, Any] | None, precision: str, epochs: int | N
             callback.dirpath = str(root_dir / "checkpoints")
     loggers = [build(spec, "trainer.logger", version=run_id, run_name=run_id)
                for spec in class_specs(section.get("logger"))]
-    settings = {**MEASURING_DEFAULTS, "accelerator": "auto", **keywords}
+    settings = {**MEASURING_DEFAULTS, "accelerator": "auto", "devices": 1, **keywords}
+    if ranks.world_size(section) > 1:  # the ranks are started by greenbench, not Lightning
+        settings["strategy"] = ranks.launched_strategy(settings.get("strategy", "auto"))
+        given = settings.get("plugins")
+        settings["plugins"] = [*(given if isinstance(given, list) else
+                                 [given] if given is not None else []), LightningEnvironment()]
     if "logger" in section:
         settings["logger"] = loggers or section["logger"]
     if any(isinstance(callback, ModelCheckpoint) for callback in user_callbacks) and \
@@ -127,7 +135,6 @@ def make_trainer(section: dict[str, Any] | None, precision: str, epochs: int | N
         settings["enable_checkpointing"] = True
     trainer = MeasuredTrainer(
         **settings,
-        devices=1,
         precision=precision,
         max_epochs=epochs or -1,  # a steps budget: the training monitor stops fit
         callbacks=[*before, *user_callbacks, *own],

@@ -122,11 +122,13 @@ def _torchmetrics_kid_fid(
     device = _module_device(feature)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_KID_MEMORY_WARNING)
+        # sync_on_compute off: these samples are this process's whole score, also on rank 0
+        # of a point on several devices, whose other ranks are not scoring
         kid = KernelInceptionDistance(
             feature=feature, subsets=subsets, subset_size=min(len(real), len(fake)),
-            normalize=False,
+            normalize=False, sync_on_compute=False,
         )
-    fid = FrechetInceptionDistance(feature=feature, normalize=False)
+    fid = FrechetInceptionDistance(feature=feature, normalize=False, sync_on_compute=False)
     kid.to(device)
     fid.to(device)
 

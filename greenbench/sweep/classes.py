@@ -1,7 +1,8 @@
 """Checking a sweep's classes before any point runs: they import, they are Lightning classes,
 they take the init args the sweep gives, and ``width_arg`` is a whole number they take; and its
-trainer section: every keyword is one the Trainer takes and greenbench does not own, every
-callback and logger a Lightning ``Callback`` or ``Logger`` that takes its init args.
+trainer section: every keyword is one the Trainer takes and greenbench does not own, ``devices``
+a whole number, ``strategy`` one Lightning knows by name, every callback and logger a Lightning
+``Callback`` or ``Logger`` that takes its init args.
 
 Each problem is a ``UserError`` of one line naming the sweep field (``model.class_path``,
 ``grid.model.init_args.lr``), so that a mistake costs a second, not a sweep of failed points.
@@ -26,6 +27,9 @@ from greenbench.sweep.sections import (
     QualitySection,
     TrainerSection,
 )
+
+# Strategies whose processes Lightning starts by means greenbench's ranks cannot stand in for.
+LAUNCHES_ITSELF = ("xla", "single_xla", "single_tpu")
 
 
 class SweepClasses(Protocol):
@@ -95,6 +99,12 @@ def _check_trainer(section: TrainerSection, axes: dict[str, list]) -> None:
             close = difflib.get_close_matches(name, [*accepted], n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise UserError(f"{field}: lightning.pytorch.Trainer has no argument {name!r}{hint}")
+    for name, check in (("devices", _devices_problem), ("strategy", _strategy_problem)):
+        values = axes.get(name, [section.keywords[name]] if name in section.keywords else [])
+        for value in values:
+            problem = check(value)
+            if problem:
+                raise UserError(f"{given[name]}: {problem}")
     if section.logger is True:
         raise UserError("trainer.logger: true would log into each point's own folder, which is "
                         "not kept; give your logger, e.g. {class_path: lightning.pytorch.loggers."
@@ -107,6 +117,27 @@ def _check_trainer(section: TrainerSection, axes: dict[str, list]) -> None:
             plugins.check_class(cls, kind, f"{field}.class_path")
             names = {name: f"{field}.init_args.{name}" for name in chosen.init_args}
             plugins.check_init_args(cls, names, set(names), field)
+
+
+def _devices_problem(value: object) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return None
+    return (f"{value!r} is not a number of devices; give how many a point runs on, a whole "
+            "number from 1 (its ranks take the node's first devices)")
+
+
+def _strategy_problem(value: object) -> str | None:
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    known = ["auto", *StrategyRegistry.available_strategies()]
+    if not isinstance(value, str) or value.lower() not in known:
+        close = difflib.get_close_matches(str(value), known, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f" (one of {', '.join(known)})"
+        return f"{value!r} is not a strategy Lightning knows by name{hint}"
+    if value.lower().startswith(LAUNCHES_ITSELF):
+        return (f"{value} starts its processes its own way; greenbench starts a point's ranks "
+                "itself (ddp, fsdp, deepspeed and their variants)")
+    return None
 
 
 def _check_widths(sweep: SweepClasses, cls: type, chosen: ModelSection) -> None:

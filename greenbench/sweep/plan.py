@@ -50,6 +50,7 @@ from greenbench.records import (
 from greenbench.results.plans import PLAN_SCHEMA
 from greenbench.results.stats import confidence_half_width
 from greenbench.store import PILOTS_FOLDER, PLAN_FILE, SweepStore
+from greenbench.sweep.devices import check_devices
 from greenbench.sweep.executors import Executor
 from greenbench.sweep.progress import SweepProgress
 from greenbench.sweep.schema import Sweep, expand
@@ -94,6 +95,8 @@ def run_plan(sweep: Sweep, executor: Executor, progress: SweepProgress,
     store = SweepStore(sweep.directory)
     started = time.monotonic()
     planned = pilots(expand(sweep), batches)
+    if executor.name == "local":
+        check_devices([pilot for pilot, _ in planned])
     with store.open_for_writing():
         kept = {} if force else _kept_pilots(store.directory / PILOTS_FOLDER, batches)
         to_run = [pilot for pilot, _ in planned if pilot.run_id not in kept]

@@ -18,6 +18,7 @@ from greenbench.errors import UserError
 from greenbench.records import FAILED, FINAL, PointResult, RunSpec, to_json
 from greenbench.store import SweepStore
 from greenbench.sweep import classes
+from greenbench.sweep.devices import check_devices
 from greenbench.sweep.executors import Executor
 from greenbench.sweep.progress import SweepProgress
 from greenbench.sweep.schema import Sweep, expand
@@ -64,6 +65,8 @@ def run_sweep(
     path and the cause; the next run stores what was set aside instead of training it again.
     """
     store = SweepStore(sweep.directory)
+    if executor.name == "local":  # Ray places points on nodes with the GPUs they ask for
+        check_devices(expand(sweep))
     with store.open_for_writing():
         with _storing(store.directory):
             store.write_sweep(sweep.resolved_yaml())

@@ -6,8 +6,9 @@ greenbench.point.child`` in its own process, and returns the record and files; t
 ``greenbench run`` process) gathers them as tasks finish and writes the store, so resume,
 ``--force``, atomic records, exit codes and the progress line behave as with the local executor.
 greenbench schedules nothing itself: Ray places tasks by the resources they ask for
-(``gpus_per_point``, ``cpus_per_point``). A task whose worker dies (killed, out of memory) is
-retried once by Ray, then recorded ``failed`` with the reason.
+(``gpus_per_point``, by default one GPU per rank of the point, ``cpus_per_point``). A task whose
+worker dies (killed, out of memory) is retried once by Ray, then recorded ``failed`` with the
+reason.
 
 Energy attribution: GPU energy is per device and exact. CPU and RAM energy are measured for the
 whole node, which points running there at the same time share. An ``Occupancy`` actor counts the
@@ -33,6 +34,7 @@ import ray  # after switching usage statistics off
 from greenbench import environment
 from greenbench.energy.meters import NODE_COMPONENTS
 from greenbench.errors import UserError
+from greenbench.point.ranks import world_size
 from greenbench.records import PointResult, RunSpec, failed_record
 from greenbench.sweep.executors.local import LocalExecutor
 from greenbench.sweep.progress import SweepProgress
@@ -113,10 +115,11 @@ class RayExecutor:
         try:
             occupancy = Occupancy.remote()
             task = ray.remote(max_calls=1, max_retries=1, retry_exceptions=False)(
-                run_point_task
-            ).options(**self._resources())
+                run_point_task)
+            with_gpus = ray.cluster_resources().get("GPU", 0) > 0
             for spec in specs:
-                pending[task.remote(spec.to_dict(), occupancy)] = spec
+                pending[task.options(**self._resources(spec, with_gpus)).remote(
+                    spec.to_dict(), occupancy)] = spec
                 progress.begin_point(spec)
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
@@ -147,10 +150,12 @@ class RayExecutor:
             raise UserError(f"executor.address: cannot start or join {where} ({error})") from None
         return True
 
-    def _resources(self) -> dict[str, float]:
+    def _resources(self, spec: RunSpec, with_gpus: bool) -> dict[str, float]:
+        """What a point's task asks Ray for: ``gpus_per_point``, by default one GPU per rank
+        (``trainer.devices``) where the cluster has GPUs; ``cpus_per_point``, or a node's."""
         gpus = self.settings.gpus_per_point
         if gpus is None:
-            gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+            gpus = float(world_size(spec.config.get("trainer"))) if with_gpus else 0.0
         cpus = self.settings.cpus_per_point
         if self.settings.exclusive_node:
             cpus = max(node["Resources"].get("CPU", 1) for node in ray.nodes() if node["Alive"])

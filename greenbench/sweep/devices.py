@@ -1,0 +1,60 @@
+"""Whether this node has the GPUs a sweep's points ask for, checked before any point runs.
+
+A point with ``trainer: {devices: N}`` runs as N processes on one node, one device each
+(``point.ranks``). On GPUs (``accelerator: gpu`` or ``cuda``, or ``auto`` on a node that has
+GPUs) the node must show the point N of them: GPUs are counted through NVML as CUDA would see
+them (``CUDA_VISIBLE_DEVICES``), without touching CUDA. A CPU point may have any number of ranks,
+each a process sharing the node's cores (Lightning gives each its share of threads).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from greenbench.errors import UserError
+from greenbench.point.ranks import world_size
+from greenbench.records import TRAINER_KEY, RunSpec
+
+GPU_ACCELERATORS = ("gpu", "cuda")
+
+
+def check_devices(specs: Iterable[RunSpec], gpus: int | None = None) -> None:
+    """Raise ``UserError`` naming ``trainer.devices`` when a point asks for more GPUs than this
+    node shows (``gpus``: how many it shows; default: as NVML counts them)."""
+    wanted = [(world_size(spec.config.get(TRAINER_KEY)),
+               (spec.config.get(TRAINER_KEY) or {}).get("accelerator", "auto"))
+              for spec in specs]
+    if not any(devices > 1 or accelerator in GPU_ACCELERATORS for devices, accelerator in wanted):
+        return
+    gpus = visible_gpus() if gpus is None else gpus
+    for devices, accelerator in wanted:
+        on_gpus = accelerator in GPU_ACCELERATORS or (accelerator == "auto" and gpus > 0)
+        if on_gpus and devices > gpus:
+            shown = os.environ.get("CUDA_VISIBLE_DEVICES")
+            where = f" (CUDA_VISIBLE_DEVICES={shown})" if shown is not None else ""
+            raise UserError(f"trainer.devices: a point asks for {devices} GPU(s) and this node "
+                            f"shows {gpus}{where}; ask for at most {gpus}, or run the sweep "
+                            "where there are more")
+
+
+def visible_gpus() -> int:
+    """How many GPUs CUDA would show a process here; 0 where NVML cannot say."""
+    from greenbench.energy.nvml_devices import (
+        NvmlUnavailable,
+        initialise_nvml,
+        parse_visible_devices,
+    )
+
+    try:
+        nv = initialise_nvml()
+    except NvmlUnavailable:
+        return 0
+    try:
+        count = int(nv.nvmlDeviceGetCount())
+    except Exception:  # NVML answers, but not this
+        count = 0
+    finally:
+        nv.nvmlShutdown()
+    visible = parse_visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"))
+    return count if visible is None else min(count, len(visible))
