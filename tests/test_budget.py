@@ -150,3 +150,21 @@ def test_selections_match_numbers_by_value_and_take_text_for_text_fields() -> No
         rule(select={"model": 1}, max=11.0)
     with pytest.raises(ValueError, match="expected a number, got the text"):
         rule(select={"width": "1.0"}, max=11.0)
+
+
+def test_rules_over_runs_on_a_gpu_not_theirs_alone_warn_unless_they_bound_cpu_or_ram() -> None:
+    from greenbench.check.budget import shared_node_warnings
+
+    frame = table(runs(1.0, [10.0, 11.0]), runs(0.5, [5.0, 6.0]))
+    frame["gpu_shared"] = [True, False, False, False]
+    frame["node_concurrency"] = 1
+    rules = [Rule(name=name, metric=metric, max=100.0) for name, metric in (
+        ("all", "energy_fit_j"), ("gpu", "energy_fit_gpu_j"), ("cpu", "energy_fit_cpu_j"))]
+
+    lines = shared_node_warnings(rules, frame)
+
+    assert [line.split(":")[0] for line in lines] == ["rule 'all'", "rule 'gpu'"]
+    assert "1 of its 4 runs drew GPU energy on a GPU not theirs alone (scope shared_device" \
+        in lines[0]
+    frame["gpu_shared"] = False
+    assert shared_node_warnings(rules, frame) == []

@@ -171,6 +171,23 @@ def test_shared_nodes_are_reported_per_configuration_and_in_the_notes() -> None:
     assert lines == [lines[0]] and "1 of 3 configurations" in lines[0] and "up to 3" in lines[0]
 
 
+def test_gpu_energy_not_a_runs_alone_is_marked_per_configuration_and_in_the_notes() -> None:
+    shared = hand_written("a", seed=0)
+    for window in shared["energy"]["windows"].values():
+        window["components"]["gpu"]["scope"] = "shared_device"
+    frame = results.frame([shared, hand_written("b", seed=1), hand_written("c", width=0.5)])
+    assert frame.set_index("run_id")["gpu_shared"].to_dict() == {"a": True, "b": False,
+                                                                  "c": False}
+    summary = tables.summarise(frame).set_index("width")
+    assert summary.loc[1.0, "gpu_shared"] and not summary.loc[0.5, "gpu_shared"]
+    provenance = builder.energy_table(summary.reset_index()).set_index("configuration")[
+        "energy source"]
+    assert provenance.str.endswith("gpu not the runs' alone (shared_device)").sum() == 1
+    lines = [line for line in notes.notes(frame, summary.reset_index())
+             if "shared_device" in line]
+    assert len(lines) == 1 and lines[0].startswith("GPU energy of 1 of 2 configurations")
+
+
 # ---------------------------------------------------------------------------------------------
 # Training energy (warm-up plus train), the steady state, record warnings
 

@@ -52,6 +52,7 @@ SIGNIFICANCE = 0.01
 # metrics that include a node's CPU and RAM energy (the GPU's own columns do not)
 NODE_ENERGY_METRICS = ("energy_", "j_per_1k_samples", "kwh", "gco2", "idle_power_w")
 GPU_ONLY_SUFFIX = f"_{GPU}_j"
+CPU_OR_RAM_SUFFIXES = ("_cpu_j", "_ram_j")
 # results columns that are figures of one window without naming it
 METRIC_WINDOWS = {"j_per_1k_samples": TRAIN, "kwh": TOTAL, "gco2": TOTAL,
                   "j_per_image": GENERATE, "images_per_s": GENERATE}
@@ -229,25 +230,33 @@ def _reference(label: str, rule: Rule, ok: pd.DataFrame, config: dict[str, Any],
 
 
 def shared_node_warnings(rules: list[Rule], results: pd.DataFrame) -> list[str]:
-    """One line per energy rule whose runs shared a node: their CPU and RAM energy is the
-    node's, drawn for every point running there, not each run's own."""
+    """One line per energy rule whose runs shared a node (their CPU and RAM energy is the
+    node's, drawn for every point running there, not each run's own), and one per rule whose
+    runs drew GPU energy on a GPU not theirs alone (``shared_device``)."""
     ok = results[results["status"] == OK]
-    if "node_concurrency" not in ok:
-        return []
     lines = []
     for rule in rules:
-        if not rule.metric.startswith(NODE_ENERGY_METRICS) or rule.metric.endswith(GPU_ONLY_SUFFIX):
+        if not rule.metric.startswith(NODE_ENERGY_METRICS):
             continue
         chosen = _matches(ok, rule.select.given())
         if rule.relative_to is not None:
             chosen |= _matches(ok, rule.relative_to.given())
         runs = ok[chosen]
-        shared = pd.to_numeric(runs["node_concurrency"], errors="coerce") > 1
-        if shared.any():
+        shared = pd.to_numeric(runs.get("node_concurrency", pd.Series(dtype=float)),
+                               errors="coerce") > 1
+        if shared.any() and not rule.metric.endswith(GPU_ONLY_SUFFIX):
             lines.append(
                 f"rule {rule.name!r}: {int(shared.sum())} of its {len(runs)} runs shared a node "
                 f"with other points, so the CPU and RAM part of {rule.metric} is the node's, not "
                 "the run's; run energy budgets with executor.exclusive_node: true"
+            )
+        on_shared_gpus = runs["gpu_shared"].eq(True) if "gpu_shared" in runs else shared & False
+        if on_shared_gpus.any() and not rule.metric.endswith(CPU_OR_RAM_SUFFIXES):
+            lines.append(
+                f"rule {rule.name!r}: {int(on_shared_gpus.sum())} of its {len(runs)} runs drew "
+                f"GPU energy on a GPU not theirs alone (scope shared_device: a MIG instance or "
+                f"other processes), so the GPU part of {rule.metric} is the whole GPU's; run "
+                "energy budgets on GPUs of their own"
             )
     return lines
 

@@ -402,6 +402,8 @@ def _provenance(row: pd.Series) -> str:
     text = ("measured: " if row["measured"] else "estimated: ") + row["sources"]
     if row["node_concurrency"] > 1:
         text += f"; cpu and ram shared by up to {row['node_concurrency']} points"
+    if row.get("gpu_shared", False):
+        text += "; gpu not the runs' alone (shared_device)"
     return text
 
 

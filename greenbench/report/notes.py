@@ -44,6 +44,14 @@ def notes(frame: pd.DataFrame, summary: pd.DataFrame, problems: Iterable[str] = 
             "run's, and not comparable with runs that had a node to themselves. GPU energy is "
             "per device. Set executor.exclusive_node: true in the sweep to attribute it."
         )
+    on_shared_gpus = summary[(summary["n"] > 0) & summary["gpu_shared"].astype(bool)] \
+        if "gpu_shared" in summary else summary.iloc[0:0]
+    if len(on_shared_gpus):
+        lines.append(
+            f"GPU energy of {len(on_shared_gpus)} of {int((summary['n'] > 0).sum())} "
+            "configurations was drawn by a GPU not theirs alone (a MIG instance, MIG mode, or "
+            "other processes on it; scope shared_device, the reasons in the records' warnings): "
+            "it is the whole GPU's, not comparable with runs that had their GPUs to themselves.")
     not_ok = frame[frame["status"] != OK]
     for status, runs in not_ok.groupby("status"):
         reasons = "; ".join(sorted({str(r) for r in runs["reason"].dropna()}))

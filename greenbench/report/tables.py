@@ -68,6 +68,7 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
         row["measured"] = bool(len(ok)) and bool(ok["energy_measured"].fillna(False).all())
         row["sources"] = _sources(ok)
         row["node_concurrency"] = most_sharing(ok)
+        row["gpu_shared"] = bool(ok["gpu_shared"].eq(True).any()) if "gpu_shared" in ok else False
         row["n_warmup_only"] = int(ok["warmup_only"].eq(True).sum()) if "warmup_only" in ok else 0
         row["stopped_early"] = stopped_early(ok)
         if "predicted_fit_j" in runs:  # a plan's prediction, against the measured mean

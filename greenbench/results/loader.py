@@ -15,8 +15,9 @@ them). Columns, units in their names:
   (``configuration_columns``), text as text and numbers as numbers;
 * timings: ``setup_s``, ``extractor_s``, ``trainer_fit_s`` (the wall time of ``trainer.fit``,
   idle baseline and meters' start included; ``duration_fit_s`` is the fit window alone),
-  ``eval_s``, ``process_s``; training: ``batches``, ``optimizer_steps``, ``samples_seen``,
-  ``flops_per_step``, ``stopped_by``, ``stopped_at_epoch``;
+  ``eval_s``, ``process_s``; training: ``batches`` (per rank), ``optimizer_steps``,
+  ``samples_seen`` (every rank's), ``world_size``, ``flops_per_step``, ``stopped_by``,
+  ``stopped_at_epoch``;
 * energy, per window ``w`` of the monitor (``WINDOWS``: idle, warmup, train, eval, ..., fit,
   total): ``energy_<w>_j``, ``energy_<w>_net_j``, ``duration_<w>_s`` and
   ``energy_<w>_<gpu|cpu|ram>_j``. ``fit`` is the training energy (warm-up plus train; for a
@@ -28,7 +29,7 @@ them). Columns, units in their names:
 * provenance: ``energy_measured`` and ``energy_valid`` (of the total window),
   ``source_<gpu|cpu|ram>``, and where the run ran: ``executor``, ``node``,
   ``node_concurrency`` (the most points that shared its node; above 1 its CPU and RAM energy
-  was drawn for all of them);
+  was drawn for all of them), ``gpu_shared`` (its GPU energy is not its own alone);
 * quality at the end of training: ``kid``, ``kid_std``, ``fid``, ``sample_precision`` and
   ``sample_recall`` (of samples, apart from the config's ``precision``), ``density``,
   ``coverage``, ``memorisation``, ``elbo_nats``, ``nll_nats``, ``nll_bits_per_dim``,
@@ -59,7 +60,7 @@ from typing import Any
 
 import pandas as pd
 
-from greenbench.energy.meters import COMPONENTS
+from greenbench.energy.meters import COMPONENTS, GPU, SHARED_DEVICE
 from greenbench.energy.monitor import FIT, TRAIN, WARMUP, WINDOWS
 from greenbench.records import (
     CONFIGURATION_FIELDS,
@@ -223,7 +224,7 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
         "setup_s", "extractor_s", "trainer_fit_s", "eval_s", "process_s")})
     train = _dict(record.get("train"))
     row.update({key: train.get(key) for key in ("batches", "optimizer_steps", "samples_seen",
-                                                "stopped_by")})
+                                                "world_size", "stopped_by")})
     row["stopped_at_epoch"] = _dict(train.get("stopped_at")).get("epoch")
     row["flops_per_step"] = record.get("flops_per_step")
     row.update(_energy(_dict(record.get("energy"))))
@@ -284,6 +285,7 @@ def _energy(energy: dict[str, Any]) -> dict[str, Any]:
     total_components = _dict(total.get("components"))
     for component in COMPONENTS:
         row[f"source_{component}"] = _dict(total_components.get(component)).get("source")
+    row["gpu_shared"] = _dict(total_components.get(GPU)).get("scope") == SHARED_DEVICE
     row["energy_warnings"] = _warnings(energy.get("warnings"))
     return row
 

@@ -24,14 +24,15 @@ from greenbench.results.quality import SCORE_COLUMNS, TAKEN_PREFIXES
 # No run draws 10^18 J (280 TWh), lasts 10^18 s or scores 10^18: such a value is a broken meter
 # or a damaged file, and drawing it overflows the plots' axes.
 MAX_PLAUSIBLE = 1e18
-FLAGS = ("energy_measured", "energy_valid", "warmup_only", "stop_at_target", "target_reached",
-         *(f"reliable_{w}" for w in WINDOWS))
+FLAGS = ("energy_measured", "energy_valid", "gpu_shared", "warmup_only", "stop_at_target",
+         "target_reached", *(f"reliable_{w}" for w in WINDOWS))
 _AMOUNT = re.compile(  # physical amounts: never negative
     r"^(energy_.*_j|duration_.*_s|(setup|extractor|fit|eval|process)_s|j_per_1k_samples|"
     r"idle_power_w|kwh|gco2|intensity_g_per_kwh|pue|fit_j|j_per_image|j_per_1k_images|"
     r"images_per_s|ms_per_batch|generate_s)$")
-COUNTS = ("batches", "optimizer_steps", "samples_seen", "flops_per_step", "node_concurrency",
-          "best_epoch", "epoch", "step", "target_reached_epoch", "stopped_at_epoch")
+COUNTS = ("batches", "optimizer_steps", "samples_seen", "world_size", "flops_per_step",
+          "node_concurrency", "best_epoch", "epoch", "step", "target_reached_epoch",
+          "stopped_at_epoch")
 SCORES = (*SCORE_COLUMNS.values(), "best_kid", "extractor_accuracy", "quality_target",
           *CURVE_SCORES)
 NUMERIC_CONFIG = tuple(key for key in POINT_FIELDS if key not in TEXT_POINT_FIELDS)
