@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from benchmarks.gpu import common, flops, nvml_counter, precisions, quickstart
+from benchmarks.gpu import common, flops, multi_gpu, nvml_counter, precisions, quickstart
 from benchmarks.gpu import validate as gv
 from greenbench.point.run import run_point
 from greenbench.sweep.schema import expand, load_sweep
@@ -65,14 +65,15 @@ def test_an_unknown_section_to_skip_is_refused(capsys):
     assert stop.value.code == 2
     error = capsys.readouterr().err
     assert "no section 'gpu'" in error
-    assert "nvml, overhead, precisions, flops, quickstart" in error
+    assert "nvml, overhead, precisions, flops, quickstart, multigpu" in error
 
 
 # --------------------------------------------------------------------------- the registry
 
 
 def test_the_registry_names_every_section_once_in_order():
-    assert gv.SECTION_NAMES == ("nvml", "overhead", "precisions", "flops", "quickstart")
+    assert gv.SECTION_NAMES == ("nvml", "overhead", "precisions", "flops", "quickstart",
+                                "multigpu")
     by_name = {s.name: s for s in gv.SECTIONS}
     assert by_name["flops"].needs == ("precisions",)
     assert all(set(s.needs) < set(gv.SECTION_NAMES[:gv.SECTION_NAMES.index(s.name)])
@@ -268,6 +269,16 @@ def fake_result() -> dict[str, Any]:
                                {"model": "vae", "precision": "bf16-mixed", "width": 1.0,
                                 "status": "ok", "training_s": 1.874, "process_s": 5.902},
                            ]},
+            "multigpu": {"status": "ok", "elapsed_s": 41.3, "gpus": 2, "wall_s": 40.82,
+                         "exit_code": 0, "stopped": False, "steps": 100, "rows": [
+                             {"world_size": 1, "status": "ok", "reason": None, "fit_s": 1.91,
+                              "fit_j": 903.4, "fit_gpu_j": 655.2, "gpu_scope": None,
+                              "device_j": [701.7], "samples": 12800, "j_per_1k_samples": 68.31},
+                             {"world_size": 2, "status": "ok", "reason": None, "fit_s": 1.17,
+                              "fit_j": 1012.9, "fit_gpu_j": 788.6, "gpu_scope": "shared_device",
+                              "device_j": [422.5, 410.8], "samples": 25600,
+                              "j_per_1k_samples": 38.77},
+                         ]},
         },
     }
 
@@ -568,3 +579,29 @@ def test_quick_run_on_a_gpu_writes_the_report(tmp_path):
                   "Every precision on CUDA", "Achieved FLOP per joule", "Quickstart wall time"):
         assert f"| {title}" in report and f"\n## {title}" in report
     assert "not run: failed" not in report
+
+
+def test_the_multi_gpu_section_says_it_did_not_run_with_fewer_than_two_gpus():
+    import torch
+
+    if torch.cuda.device_count() >= 2:
+        pytest.skip("this machine has two or more GPUs: the section runs")
+    ctx = common.Context(common.QUICK, started=0.0, budget_s=60.0, time_limit_s=60.0)
+    entry = multi_gpu.check(ctx)
+    assert entry["status"] == "skipped"
+    assert entry["reason"].startswith("needs two or more GPUs; this machine shows ")
+
+
+def test_a_multi_gpu_row_is_what_the_record_says():
+    record = {"status": "ok", "reason": None, "train": {"world_size": 2, "samples_seen": 25600},
+              "energy": {"windows": {
+                  "fit": {"duration_s": 1.1719, "total_j": 1012.94,
+                          "components": {"gpu": {"joules": 788.61, "scope": "shared_device"}}},
+                  "train": {"j_per_1k_samples": 38.7712}},
+                  "meters": {"NvmlMeter": {"devices": [{"energy_j": 422.512},
+                                                       {"energy_j": 410.849}]}}}}
+    assert multi_gpu.point_row(record) == {
+        "world_size": 2, "status": "ok", "reason": None, "fit_s": 1.17, "fit_j": 1012.9,
+        "fit_gpu_j": 788.6, "gpu_scope": "shared_device", "device_j": [422.5, 410.8],
+        "samples": 25600, "j_per_1k_samples": 38.77}
+    assert multi_gpu.multi_gpu_sweep(common.QUICK)["grid"] == {"trainer.devices": [1, 2]}

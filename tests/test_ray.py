@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from greenbench.records import RunSpec
 from greenbench.sweep.executors import LocalExecutor
 from greenbench.sweep.progress import SweepProgress
 from greenbench.sweep.runner import run_sweep
@@ -211,20 +212,23 @@ def test_ctrl_c_on_the_driver_stops_the_tasks(tmp_path: Path) -> None:
 
 
 def test_resources_asked_per_point(monkeypatch) -> None:
-    """GPUs default to 1 where the cluster has them, 0 where it has none (the cluster's
-    resources are faked: this machine has no GPU)."""
+    """GPUs default to one per rank (trainer.devices) where the cluster has them, 0 where it
+    has none (the cluster's resources are faked: this machine has no GPU)."""
     from greenbench.sweep.executors.ray import RayExecutor
 
-    def asked(cluster: dict, **settings) -> dict:
-        monkeypatch.setattr(ray, "cluster_resources", lambda: cluster)
+    def asked(cluster: dict, trainer: dict | None = None, **settings) -> dict:
         monkeypatch.setattr(ray, "nodes", lambda: [
             {"Alive": True, "Resources": {"CPU": 16.0}},
             {"Alive": False, "Resources": {"CPU": 64.0}},  # a dead node is not counted
         ])
-        return RayExecutor(ExecutorSection(kind="ray", **settings))._resources()
+        spec = RunSpec("x", "s", {"trainer": trainer} if trainer else {})
+        return RayExecutor(ExecutorSection(kind="ray", **settings))._resources(
+            spec, cluster.get("GPU", 0) > 0)
 
     assert asked({"CPU": 32.0, "GPU": 8.0}) == {"num_gpus": 1.0, "num_cpus": 1}
+    assert asked({"CPU": 32.0, "GPU": 8.0}, {"devices": 4}) == {"num_gpus": 4.0, "num_cpus": 1}
+    assert asked({"CPU": 32.0}, {"devices": 4}) == {"num_gpus": 0.0, "num_cpus": 1}
     assert asked({"CPU": 32.0}) == {"num_gpus": 0.0, "num_cpus": 1}
-    assert asked({"CPU": 32.0, "GPU": 8.0}, gpus_per_point=2, cpus_per_point=4) == {
-        "num_gpus": 2, "num_cpus": 4}
+    assert asked({"CPU": 32.0, "GPU": 8.0}, {"devices": 4}, gpus_per_point=2,
+                 cpus_per_point=4) == {"num_gpus": 2, "num_cpus": 4}
     assert asked({"CPU": 32.0}, exclusive_node=True) == {"num_gpus": 0.0, "num_cpus": 16.0}

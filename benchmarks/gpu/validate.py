@@ -1,6 +1,6 @@
 """What only a GPU can check, in one command and under 8 minutes: a report per GPU model.
 
-On one NVIDIA GPU this runs five sections, each timed, each catching its own failure, and writes
+On an NVIDIA GPU this runs six sections, each timed, each catching its own failure, and writes
 ``reports/gpu-validation-<gpu name, slugified>.md`` (and the same result as ``.json``):
 
 * ``nvml`` (``nvml_counter.py``): NVML's energy counter against the integral of sampled power;
@@ -8,7 +8,9 @@ On one NVIDIA GPU this runs five sections, each timed, each catching its own fai
 * ``precisions`` (``precisions.py``): every CUDA precision for the GAN and the VAE, as sweep
   points;
 * ``flops`` (``flops.py``): achieved FLOP per joule against the device's published peak;
-* ``quickstart`` (``quickstart.py``): the wall time of the quickstart sweep from a cold start.
+* ``quickstart`` (``quickstart.py``): the wall time of the quickstart sweep from a cold start;
+* ``multigpu`` (``multi_gpu.py``): a point on one GPU against the same point on two (DDP), on a
+  machine with two or more GPUs (elsewhere it says it was skipped).
 
 Where no CUDA GPU is present it refuses in one line and exits 2. Every section runs under a time
 limit (its share of what is left of ``--budget``), and the whole script stops hard 90 s past
@@ -40,7 +42,14 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from benchmarks.gpu import callback_overhead, flops, nvml_counter, precisions, quickstart
+from benchmarks.gpu import (
+    callback_overhead,
+    flops,
+    multi_gpu,
+    nvml_counter,
+    precisions,
+    quickstart,
+)
 from benchmarks.gpu.common import (
     FULL,
     QUICK,
@@ -83,6 +92,8 @@ SECTIONS = (
             {"full": 1, "quick": 1}, needs=("precisions",)),
     Section("quickstart", "Quickstart wall time", quickstart.check, quickstart.render,
             {"full": 100, "quick": 100}),
+    Section("multigpu", "One GPU against two (DDP)", multi_gpu.check, multi_gpu.render,
+            {"full": 45, "quick": 40}),
 )
 SECTION_NAMES = tuple(s.name for s in SECTIONS)
 
