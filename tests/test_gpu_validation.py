@@ -102,7 +102,7 @@ def test_a_section_not_run_and_its_dependants_say_why(monkeypatch):
 
     monkeypatch.setattr(gv, "SECTIONS", replaced(fake))
     done = gv.run_sections(context(common.QUICK), skip=["nvml"])
-    assert calls == ["overhead", "precisions", "quickstart"]
+    assert calls == ["overhead", "precisions", "quickstart", "multigpu"]
     assert done["nvml"] == {"status": "skipped", "reason": "skipped with --skip"}
     assert done["precisions"]["status"] == "failed"
     assert done["precisions"]["reason"] == "RuntimeError: the last line says it"
@@ -117,7 +117,8 @@ def test_a_section_that_no_longer_fits_is_not_started(monkeypatch):
                                 s.render, s.estimate_s, ()) for s in gv.SECTIONS)
     monkeypatch.setattr(gv, "SECTIONS", sections)
     done = gv.run_sections(context(common.FULL, elapsed_s=gv.BUDGET_S - 60), skip=[])
-    assert ran == ["nvml", "flops"]  # 50 s and 1 s fit in the last 60; the others do not
+    assert ran == ["nvml", "flops", "multigpu"]  # 50, 1 and 45 s fit in the last 60; the
+    # others do not
     assert done["overhead"]["status"] == "skipped"
     assert "of the 480 s budget left; it needs about 90 s" in done["overhead"]["reason"]
 
