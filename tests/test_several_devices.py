@@ -178,6 +178,30 @@ def test_kill_9_during_a_two_rank_point_leaves_no_rank_and_the_resumed_sweep_tra
     assert len(pids(tmp_path)) == 4  # two ranks killed, two that trained it: once
 
 
+def test_ctrl_c_during_a_two_rank_point_stops_every_rank(tmp_path: Path) -> None:
+    project(tmp_path, sweep_text(65536, "{epochs: 1}", "{accelerator: cpu, devices: 2}"))
+    sweep = subprocess.Popen([sys.executable, "-m", "greenbench", "run", "sweep.yaml"],
+                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(pids(tmp_path)) < 2:
+            assert time.monotonic() < deadline and sweep.poll() is None, "no ranks started"
+            time.sleep(0.1)
+        ranks = children_of(sweep.pid)
+        sweep.send_signal(signal.SIGINT)
+        _, err = sweep.communicate(timeout=60)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 130, err
+    assert "interrupted" in err
+    time.sleep(1)
+    assert len(ranks) == 2 and not [pid for pid in ranks if alive(pid)]
+    assert not (tmp_path / "runs" / "ddp" / "records").exists() or \
+        not list((tmp_path / "runs" / "ddp" / "records").iterdir())
+
+
 # -- functions ------------------------------------------------------------------------------
 
 def test_the_number_of_ranks_is_trainer_devices() -> None:
