@@ -76,10 +76,11 @@ def run_point(spec: RunSpec) -> PointResult:
                 status, reason = _run(spec, result, Path(scratch), others)
             except Exception:
                 # a rank that failed first is the cause: rank 0's error is its peer gone
-                if others is None or _rank_failure(others) is None:
+                failure = _rank_failure(others) if others is not None else None
+                if failure is None:
                     raise
                 traceback.print_exc()
-                status, reason = FAILED, _rank_failure(others)
+                status, reason = FAILED, failure
     except Exception as error:  # any failure of the point is its outcome, recorded
         traceback.print_exc()
         status, reason = FAILED, last_line(error)
