@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from greenbench.records import RunSpec
+from greenbench.sweep.devices import cuda_visible_devices, devices_key
 from greenbench.sweep.executors.local import LocalExecutor
 from tests.helpers import class_spec, tiny_spec
 
@@ -78,8 +79,34 @@ def test_the_idle_baseline_is_measured_once_and_again_when_it_is_old(
 
 def test_idle_every_s_zero_measures_a_baseline_in_every_point() -> None:
     executor = LocalExecutor()
-    executor._baseline = {"taken_at": "2026-01-01T00:00:00+00:00", "power_w": 1.0}
+    baseline = {"taken_at": "2026-01-01T00:00:00+00:00", "power_w": 1.0}
+    executor._baselines[devices_key(tiny_spec())] = baseline
     spec = with_idle_every(tiny_spec(), 0)
     assert "baseline" not in executor._with_baseline(spec).energy
     assert executor._with_baseline(with_idle_every(tiny_spec(), 1e12)).energy["baseline"] == (
-        executor._baseline)
+        baseline)
+
+
+def test_a_baseline_is_shared_only_by_points_on_the_same_devices() -> None:
+    # An idle baseline of one GPU, taken from a point on two, would leave the second GPU's idle
+    # draw in every net figure: each device set has its own.
+    executor = LocalExecutor()
+    one, two = (with_idle_every(dataclasses.replace(tiny_spec(), config={
+        **tiny_spec().config, "trainer": {"devices": n}}), 1e12) for n in (1, 2))
+    measured = {"shared": False, "taken_at": "2026-01-01T00:00:00+00:00", "power_w": 9.0}
+    executor._keep_baseline(one, {"run_id": "a", "energy": {
+        "baseline": measured, "idle_power_w": 9.0, "windows": {"idle": {"duration_s": 1.0}}}})
+    assert executor._with_baseline(one).energy["baseline"]["taken_by"] == "a"
+    assert "baseline" not in executor._with_baseline(two).energy
+
+
+def test_a_gpu_point_gets_the_first_of_the_gpus_the_node_shows() -> None:
+    gpu = dataclasses.replace(tiny_spec(), config={**tiny_spec().config,
+                                                   "trainer": {"devices": 2}})
+    assert cuda_visible_devices(gpu, 4, None) == "0,1"
+    assert cuda_visible_devices(gpu, 3, "GPU-aa, 5,7") == "GPU-aa,5"
+    assert cuda_visible_devices(tiny_spec(), 4, None) == "0"  # one device by default
+    assert cuda_visible_devices(gpu, 0, None) is None  # auto without GPUs: on the CPU
+    cpu = dataclasses.replace(tiny_spec(), config={
+        **tiny_spec().config, "trainer": {"devices": 2, "accelerator": "cpu"}})
+    assert cuda_visible_devices(cpu, 4, None) is None

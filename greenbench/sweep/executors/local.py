@@ -12,7 +12,9 @@ Two ways to start a point's process, the same process either way:
 * **cold**: ``python -m greenbench.point.child``, a new interpreter per point.
 
 Either way the point runs in its own session (Ctrl-C reaches the parent, which stops it), writes
-its output to its own log, and dies with its parent (``greenbench.point.child``).
+its output to its own log, and dies with its parent (``greenbench.point.child``). A GPU point sees
+the first ``trainer.devices`` of the node's GPUs and no other (``CUDA_VISIBLE_DEVICES``); an idle
+baseline is shared only between points on the same devices (``sweep.devices``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pathlib import Path
 
 from greenbench import environment
 from greenbench.records import PointResult, RunSpec, failed_record
+from greenbench.sweep.devices import cuda_visible_devices, devices_key, visible_gpus
 from greenbench.sweep.progress import SweepProgress
 
 
@@ -49,7 +52,9 @@ class LocalExecutor:
         self.python = python
         self.poll_s = poll_s
         self.warm = warm
-        self._baseline: dict | None = None  # the latest idle baseline a point measured here
+        # the latest idle baseline a point measured here, by the devices it measured
+        self._baselines: dict[tuple[str, int], dict] = {}
+        self._gpus: int | None = None  # how many GPUs this node shows, once asked
         self._first_temperature_c: float | None = None  # the GPUs' when the sweep began
         self._server: _ForkServer | None = None
         # Each point's handoff folder (and its temporary files) goes here; the store clears it
@@ -79,7 +84,7 @@ class LocalExecutor:
             (handoff / "tmp").mkdir()
             log_path = handoff / "output.log"
             log_path.touch()
-            process = self._start(handoff)
+            process = self._start(handoff, self._devices(spec))
             try:
                 self._wait(process, on_wait)
             except BaseException:
@@ -92,7 +97,7 @@ class LocalExecutor:
         if self.scratch_dir is not None:
             with contextlib.suppress(OSError):  # left only while another point is running
                 self.scratch_dir.rmdir()
-        self._keep_baseline(result.record)
+        self._keep_baseline(spec, result.record)
         result.record["timings"]["process_s"] = round(time.monotonic() - started, 3)
         result.record.update(executor=self.name, node=socket.gethostname(), node_concurrency=1)
         result.files[f"logs/{spec.run_id}.log"] = output
@@ -105,26 +110,35 @@ class LocalExecutor:
             spec = dataclasses.replace(spec, energy={
                 **spec.energy, "reference_temperature_c": self._first_temperature_c})
         every_s = spec.energy.get("idle_every_s", 0)
-        if self._baseline is None or not every_s:
+        baseline = self._baselines.get(devices_key(spec))  # of the same devices only
+        if baseline is None or not every_s:
             return spec
-        age = datetime.now(timezone.utc) - datetime.fromisoformat(self._baseline["taken_at"])
+        age = datetime.now(timezone.utc) - datetime.fromisoformat(baseline["taken_at"])
         if age.total_seconds() > every_s:
             return spec
-        return dataclasses.replace(spec, energy={**spec.energy, "baseline": self._baseline})
+        return dataclasses.replace(spec, energy={**spec.energy, "baseline": baseline})
 
-    def _keep_baseline(self, record: dict) -> None:
-        """Remember the idle baseline a point measured itself, for the points after it, and
-        the first temperature a point found, for their cool-down."""
+    def _keep_baseline(self, spec: RunSpec, record: dict) -> None:
+        """Remember the idle baseline a point measured itself, for the points after it that
+        measure the same devices, and the first temperature a point found, for their
+        cool-down."""
         energy = record.get("energy") or {}
         if self._first_temperature_c is None and (energy.get("cooldown") or {}).get("start_c"):
             self._first_temperature_c = energy["cooldown"]["start_c"]
         measured = energy.get("baseline")
         if measured and not measured["shared"] and energy.get("idle_power_w") is not None:
-            self._baseline = {**measured, "taken_by": record["run_id"],
-                              "window": energy["windows"]["idle"]}
+            self._baselines[devices_key(spec)] = {**measured, "taken_by": record["run_id"],
+                                                  "window": energy["windows"]["idle"]}
 
-    def _start(self, handoff: Path) -> _ColdPoint | _WarmPoint:
-        environment = _child_environment(handoff / "tmp")
+    def _devices(self, spec: RunSpec) -> dict[str, str]:
+        """The point's share of the node's GPUs: the first ``trainer.devices`` of them."""
+        if self._gpus is None:
+            self._gpus = visible_gpus()
+        shown = cuda_visible_devices(spec, self._gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        return {} if shown is None else {"CUDA_VISIBLE_DEVICES": shown}
+
+    def _start(self, handoff: Path, devices: dict[str, str]) -> _ColdPoint | _WarmPoint:
+        environment = {**_child_environment(handoff / "tmp"), **devices}
         if not self.warm:
             return _ColdPoint(self.python, handoff, environment)
         if self._server is None or not self._server.alive:
