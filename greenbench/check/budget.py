@@ -242,15 +242,15 @@ def shared_node_warnings(rules: list[Rule], results: pd.DataFrame) -> list[str]:
         if rule.relative_to is not None:
             chosen |= _matches(ok, rule.relative_to.given())
         runs = ok[chosen]
-        shared = pd.to_numeric(runs.get("node_concurrency", pd.Series(dtype=float)),
-                               errors="coerce") > 1
+        absent = pd.Series(None, index=runs.index, dtype=object)  # records from before a field
+        shared = pd.to_numeric(runs.get("node_concurrency", absent), errors="coerce") > 1
         if shared.any() and not rule.metric.endswith(GPU_ONLY_SUFFIX):
             lines.append(
                 f"rule {rule.name!r}: {int(shared.sum())} of its {len(runs)} runs shared a node "
                 f"with other points, so the CPU and RAM part of {rule.metric} is the node's, not "
                 "the run's; run energy budgets with executor.exclusive_node: true"
             )
-        on_shared_gpus = runs["gpu_shared"].eq(True) if "gpu_shared" in runs else shared & False
+        on_shared_gpus = runs.get("gpu_shared", absent).eq(True)
         if on_shared_gpus.any() and not rule.metric.endswith(CPU_OR_RAM_SUFFIXES):
             lines.append(
                 f"rule {rule.name!r}: {int(on_shared_gpus.sum())} of its {len(runs)} runs drew "

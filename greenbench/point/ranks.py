@@ -48,6 +48,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from greenbench.records import TRAINER_KEY
+
 # Lightning's spawn and fork strategies: the same training as their ddp form, started another way.
 _LAUNCHER_SUFFIX = re.compile(r"_(spawn|fork|notebook)(?=_|$)")
 RANK_VARIABLES = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -134,7 +136,7 @@ class Ranks:
 def started(spec: Any, folder: Path) -> Iterator[Ranks | None]:
     """The point's other ranks while the block runs (None for a point on one device); they are
     stopped when it ends, however it ends."""
-    world = world_size(spec.config.get("trainer"))
+    world = world_size(spec.config.get(TRAINER_KEY))
     if world == 1:
         yield None
         return
